@@ -1,0 +1,19 @@
+from django.apps import AppConfig, apps
+from django.utils.module_loading import autodiscover_modules
+
+
+class SyncRouterConfig(AppConfig):
+    name = "syncrouter"
+    verbose_name = "syncrouter"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        """Register mixin models, then import each installed app's ``sync_models`` module."""
+        from . import checks  # noqa: F401  (registers the system checks)
+        from .models import SyncModelMixin
+        from .registry import site_sync_models
+
+        for model in apps.get_models():
+            if issubclass(model, SyncModelMixin) and not model._meta.proxy:
+                site_sync_models.register_mixin_model(model)
+        autodiscover_modules("sync_models")

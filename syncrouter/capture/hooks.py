@@ -1,0 +1,129 @@
+"""Where capture attaches to a registered model.
+
+* ``capture_scope`` wraps ``save_base`` in an atomic block on the write's alias.
+  Django sends ``post_save`` after its own atomic block has closed, so without this
+  an autocommit save would be committed before its outbox row is written
+  (guarantee 1). Deletes and M2M changes already signal inside Django's atomic block.
+* ``remember_loaded`` keeps the values an instance was loaded with, so an update
+  can carry the before-state of the fields it changes (guarantee 6).
+* Signal receivers are connected per registered model and its proxies, never
+  globally: a global ``post_delete`` receiver would disable Django's fast delete
+  for every model in the project.
+
+Mixin models get ``capture_scope``/``remember_loaded`` from ``SyncModelMixin``;
+models registered through ``site_sync_models`` get the same two functions
+installed on their class.
+"""
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+from django.apps import apps
+from django.db import router, transaction
+from django.db.models import signals
+
+from .. import conf
+from . import changes
+from .context import is_replaying
+
+LOADED = "_syncrouter_loaded"
+
+
+def remember_loaded(instance, field_names, values):
+    instance.__dict__[LOADED] = (field_names, values)
+    return instance
+
+
+def capture_scope(instance, save_kwargs: dict):
+    """Atomic block on the alias ``save_base`` will write to, when capture is on."""
+    if save_kwargs.get("raw") or not conf.capture_enabled():
+        return nullcontext()
+    using = save_kwargs.get("using") or router.db_for_write(type(instance), instance=instance)
+    save_kwargs["using"] = using
+    if is_replaying(using):
+        return nullcontext()
+    return transaction.atomic(using=using, savepoint=False)
+
+
+def _on_post_save(sender, instance, created, raw, using, update_fields, **kwargs):
+    if raw or not conf.capture_enabled() or is_replaying(using):
+        return
+    changes.record_save(instance, using, created)
+
+
+def _on_post_delete(sender, instance, using, origin=None, **kwargs):
+    if not conf.capture_enabled() or is_replaying(using):
+        return
+    changes.record_delete(instance, using)
+
+
+def _on_m2m_changed(sender, instance, action, reverse, model, pk_set, using, **kwargs):
+    if not conf.capture_enabled() or is_replaying(using):
+        return
+    changes.record_m2m(sender, instance, action, reverse, model, pk_set, using)
+
+
+def _senders(model):
+    """The model and every proxy of it: Django signals with the proxy as sender."""
+    yield model
+    for candidate in apps.get_models():
+        if candidate._meta.proxy and candidate._meta.concrete_model is model:
+            yield candidate
+
+
+def _uid(kind, model):
+    return f"syncrouter.{kind}.{model._meta.label_lower}"
+
+
+def install(model) -> None:
+    from ..models.mixins import SyncModelMixin
+
+    for sender in _senders(model):
+        signals.post_save.connect(_on_post_save, sender=sender, dispatch_uid=_uid("save", sender))
+        signals.post_delete.connect(_on_post_delete, sender=sender,
+                                    dispatch_uid=_uid("delete", sender))
+    for field in model._meta.local_many_to_many:
+        through = field.remote_field.through
+        signals.m2m_changed.connect(_on_m2m_changed, sender=through,
+                                    dispatch_uid=_uid("m2m", through))
+    if not issubclass(model, SyncModelMixin):
+        _patch(model)
+
+
+def uninstall(model) -> None:
+    for sender in _senders(model):
+        signals.post_save.disconnect(sender=sender, dispatch_uid=_uid("save", sender))
+        signals.post_delete.disconnect(sender=sender, dispatch_uid=_uid("delete", sender))
+    for field in model._meta.local_many_to_many:
+        through = field.remote_field.through
+        signals.m2m_changed.disconnect(sender=through, dispatch_uid=_uid("m2m", through))
+    original = model.__dict__.get("_syncrouter_original")
+    if original:
+        for name, value in original.items():
+            if value is None:
+                delattr(model, name)
+            else:
+                setattr(model, name, value)
+        del model._syncrouter_original
+
+
+def _patch(model) -> None:
+    """Give a model we do not own the mixin's atomic save and loaded-value snapshot."""
+    if "_syncrouter_original" in model.__dict__:
+        return
+    model._syncrouter_original = {
+        name: model.__dict__.get(name) for name in ("save_base", "from_db")
+    }
+    save_base = model.save_base
+    from_db = model.from_db.__func__
+
+    def patched_save_base(self, *args, **kwargs):
+        with capture_scope(self, kwargs):
+            save_base(self, *args, **kwargs)
+
+    def patched_from_db(cls, db, field_names, values):
+        return remember_loaded(from_db(cls, db, field_names, values), field_names, values)
+
+    model.save_base = patched_save_base
+    model.from_db = classmethod(patched_from_db)
+

@@ -1,0 +1,48 @@
+"""System checks: misconfiguration found at ``manage.py check`` rather than at the first write."""
+from django.conf import settings
+from django.core import checks
+
+from . import conf
+from .exceptions import SyncError
+from .registry import missing_natural_key_parts, site_sync_models
+
+
+@checks.register()
+def check_registered_models(app_configs=None, **kwargs):
+    errors = []
+    for model in site_sync_models:
+        missing = missing_natural_key_parts(model)
+        if missing:
+            errors.append(checks.Error(
+                f"{model._meta.label_lower} is registered for sync but lacks "
+                f"{' and '.join(missing)}.",
+                hint="Rows are found on other nodes by natural key; see Django's "
+                     "'natural keys' documentation.",
+                obj=model, id="syncrouter.E001"))
+    return errors
+
+
+@checks.register()
+def check_settings(app_configs=None, **kwargs):
+    errors = []
+    alias = conf.local_alias()
+    if alias not in settings.DATABASES:
+        errors.append(checks.Error(
+            f"SYNCROUTER_LOCAL_ALIAS is {alias!r}, which is not in DATABASES.",
+            hint="Set SYNCROUTER_LOCAL_ALIAS to this node's own database alias.",
+            id="syncrouter.E002"))
+    if "syncrouter.router.SyncRouter" not in getattr(settings, "DATABASE_ROUTERS", []):
+        errors.append(checks.Warning(
+            "syncrouter.router.SyncRouter is not in DATABASE_ROUTERS.",
+            hint="Without it writes go to 'default' rather than this node's alias.",
+            id="syncrouter.W001"))
+    if conf.get("SYNCROUTER_RAW_SQL") not in ("warn", "raise", "off"):
+        errors.append(checks.Error(
+            f"SYNCROUTER_RAW_SQL is {conf.get('SYNCROUTER_RAW_SQL')!r}; use 'warn', 'raise' or "
+            "'off'.", id="syncrouter.E003"))
+    for alias in conf.get("SYNCROUTER_NODES"):
+        try:
+            conf.node_for_alias(alias)
+        except SyncError as exc:
+            errors.append(checks.Error(str(exc), id="syncrouter.E004"))
+    return errors

@@ -1,0 +1,82 @@
+"""Every syncrouter setting, with its default, in one place.
+
+Settings are read on each access (not cached at import) so that tests and
+``override_settings`` see the value in force.
+"""
+from __future__ import annotations
+
+import socket
+from dataclasses import dataclass
+from functools import lru_cache
+
+from django.conf import settings as django_settings
+
+ROLES = ("client", "middleman", "community", "central")
+
+DEFAULTS = {
+    # False: nothing is captured (the seeds' setting, kept under its old name).
+    "ALLOW_MODEL_SERIALIZATION": True,
+    # The alias the router sends reads and writes to: this node's own database.
+    "SYNCROUTER_LOCAL_ALIAS": "client",
+    # alias -> {"name": ..., "role": ...}; see node_for_alias() for the defaults.
+    "SYNCROUTER_NODES": {},
+    # What to do with raw SQL that writes a registered table: "warn", "raise", "off".
+    "SYNCROUTER_RAW_SQL": "warn",
+    # Default conflict policy, and per-model overrides {"app.model": policy}.
+    "SYNCROUTER_CONFLICT_POLICY": "manual",
+    "SYNCROUTER_CONFLICT_POLICIES": {},
+    # Rows per batch for copy, export, import and replay.
+    "SYNCROUTER_BATCH_SIZE": 500,
+}
+
+
+def get(name: str):
+    return getattr(django_settings, name, DEFAULTS[name])
+
+
+def capture_enabled() -> bool:
+    return bool(get("ALLOW_MODEL_SERIALIZATION"))
+
+
+def local_alias() -> str:
+    return get("SYNCROUTER_LOCAL_ALIAS")
+
+
+def batch_size() -> int:
+    return int(get("SYNCROUTER_BATCH_SIZE"))
+
+
+@lru_cache(maxsize=None)
+def hostname() -> str:
+    return socket.gethostname()
+
+
+@dataclass(frozen=True)
+class Node:
+    """The node a database alias stands for: its producer name and its role.
+
+    One process may hold several nodes (a middleman holds the field laptop's alias
+    and its own), so identity belongs to the alias, not to the process.
+    """
+
+    alias: str
+    name: str
+    role: str
+
+
+def node_for_alias(alias: str) -> Node:
+    """Name and role of the node behind ``alias``.
+
+    Defaults: the name is ``<hostname>-<alias>``; the role is ``client`` for the
+    local alias and ``community`` for any other alias.
+    """
+    declared = get("SYNCROUTER_NODES").get(alias, {})
+    default_role = "client" if alias == local_alias() else "community"
+    role = declared.get("role", default_role)
+    if role not in ROLES:
+        from .exceptions import SyncError
+
+        raise SyncError(
+            f"SYNCROUTER_NODES[{alias!r}]['role'] is {role!r}; expected one of {', '.join(ROLES)}."
+        )
+    return Node(alias=alias, name=declared.get("name", f"{hostname()}-{alias}"), role=role)

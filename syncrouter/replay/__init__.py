@@ -1,0 +1,1 @@
+"""Replay: apply incoming transactions to the real tables, exactly once, in order."""

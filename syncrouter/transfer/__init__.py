@@ -1,0 +1,1 @@
+"""Transfer: move transactions from one node's tables into another's inbox."""

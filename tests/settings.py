@@ -1,0 +1,43 @@
+"""Test settings: two SQLite files and two PostgreSQL databases, one test app.
+
+Pairs under test (client alias -> server alias): client -> server (SQLite -> SQLite),
+client -> pgserver (SQLite -> PostgreSQL), pgclient -> pgserver (PostgreSQL -> PostgreSQL).
+"""
+import os
+import tempfile
+from pathlib import Path
+
+from tests import pg
+
+SQLITE_DIR = Path(os.environ.get("SYNCROUTER_TEST_DIR") or tempfile.mkdtemp(prefix="syncrouter-"))
+SECRET_KEY = "tests-only"
+USE_TZ = True
+TIME_ZONE = "UTC"
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "syncrouter",
+    "tests.testapp.apps.TestAppConfig",
+]
+
+
+def sqlite(name):
+    return {"ENGINE": "django.db.backends.sqlite3", "NAME": str(SQLITE_DIR / f"{name}.sqlite3"),
+            "TEST": {"NAME": str(SQLITE_DIR / f"test_{name}.sqlite3"), "DEPENDENCIES": []}}
+
+
+DATABASES = {"default": {}, "client": sqlite("client"), "server": sqlite("server")}
+if pg.AVAILABLE:
+    DATABASES["pgclient"] = pg.settings_for("syncrouter_client")
+    DATABASES["pgserver"] = pg.settings_for("syncrouter_server")
+
+DATABASE_ROUTERS = ["syncrouter.router.SyncRouter"]
+SYNCROUTER_LOCAL_ALIAS = "client"
+SYNCROUTER_NODES = {
+    "client": {"name": "field-laptop-1", "role": "client"},
+    "pgclient": {"name": "field-laptop-pg", "role": "client"},
+    "server": {"name": "community-lite", "role": "community"},
+    "pgserver": {"name": "community-pg", "role": "community"},
+}
+LOGGING_CONFIG = None
