@@ -9,6 +9,8 @@ from urllib.parse import urlparse
 
 URL = os.environ.get("SYNCROUTER_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432")
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+#: Lets parallel runs on one server use separate test databases.
+SUFFIX = os.environ.get("SYNCROUTER_TEST_DB_SUFFIX", "")
 
 
 def settings_for(name: str) -> dict:
@@ -21,7 +23,7 @@ def settings_for(name: str) -> dict:
         "HOST": url.hostname or "127.0.0.1",
         "PORT": str(url.port or 5432),
         "OPTIONS": {"connect_timeout": 5},
-        "TEST": {"NAME": f"test_{name}", "DEPENDENCIES": []},
+        "TEST": {"NAME": f"test_{name}{SUFFIX}", "DEPENDENCIES": []},
     }
 
 
