@@ -72,6 +72,24 @@ def decode_fields(model, fields: dict, alias: str) -> dict:
     return values
 
 
+def write(obj, alias: str, insert: bool) -> None:
+    """Save ``obj`` with the producer's values as they are.
+
+    A raw save keeps ``auto_now``/``auto_now_add`` values instead of stamping this
+    node's clock on them. Django skips parent tables in a raw save, so a
+    multi-table-inheritance child gets a normal save and then its automatic
+    date fields put back with one UPDATE.
+    """
+    if not obj._meta.parents:
+        obj.save_base(using=alias, raw=True, force_insert=insert)
+        return
+    obj.save(using=alias, force_insert=insert)
+    stamped = {f.attname: getattr(obj, f.attname) for f in obj._meta.concrete_fields
+               if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)}
+    if stamped:
+        type(obj)._base_manager.using(alias).filter(pk=obj.pk).update(**stamped)
+
+
 def _same_identity(model, existing, payload) -> None:
     if payload.get("pk") is not None and str(existing.pk) != str(payload["pk"]):
         raise Outcome("conflict", f"{model._meta.label_lower} {payload['nk']}: this node holds "
@@ -140,7 +158,7 @@ def apply_row(model, action: str, payload: dict, alias: str, tx) -> tuple[str, s
             raise Outcome("deferred", "the row is not on this node yet (its insert has not "
                                       "arrived, or it was deleted here)")
         obj = model(**values)
-        obj.save(using=alias, force_insert=True)
+        write(obj, alias, insert=True)
         return "inserted", ""
     _same_identity(model, existing, payload)
     if action == "I":
@@ -151,7 +169,7 @@ def apply_row(model, action: str, payload: dict, alias: str, tx) -> tuple[str, s
     if decision == "apply":
         for attname, value in values.items():
             setattr(existing, attname, value)
-        existing.save(using=alias)
+        write(existing, alias, insert=False)
     return _outcome("updated", decision, text)
 
 

@@ -1,0 +1,89 @@
+"""Direct copy (guarantee 2): identity kept, idempotent, retry-safe, source marked."""
+import pytest
+
+from syncrouter import serialization as ser
+from syncrouter.exceptions import SyncError
+from syncrouter.models import IncomingTransaction, OutgoingTransaction
+from tests import factories
+
+
+def pending(alias):
+    return OutgoingTransaction.objects.using(alias).filter(is_consumed_server=False)
+
+
+def incoming(alias):
+    return IncomingTransaction.objects.using(alias)
+
+
+def test_copy_keeps_identity_and_marks_source(nodes):
+    factories.study(nodes.client, 1, 2, 1)
+    source = {r.id: r for r in OutgoingTransaction.objects.using(nodes.client)}
+    result = pending(nodes.client).copy_to_incoming_transaction(nodes.server)
+    assert result == (len(source), 0)
+    for row in incoming(nodes.server):
+        original = source[row.id]
+        assert (row.producer, row.sequence, row.tx, row.hlc, row.db_transaction_id) == (
+            original.producer, original.sequence, original.tx, original.hlc,
+            original.db_transaction_id)
+        assert ser.loads(row.hops) == [original.producer, "community-" + (
+            "lite" if nodes.server == "server" else "pg")]
+    marked = OutgoingTransaction.objects.using(nodes.client)
+    assert not pending(nodes.client).exists()
+    assert set(marked.values_list("consumer", flat=True)) == {
+        "community-lite" if nodes.server == "server" else "community-pg"}
+    assert not marked.filter(consumed_datetime=None).exists()
+    assert not marked.filter(is_consumed_middleman=True).exists()
+
+
+def test_second_copy_creates_no_duplicate(nodes):
+    factories.study(nodes.client, 1, 1, 1)
+    total = OutgoingTransaction.objects.using(nodes.client).count()
+    pending(nodes.client).copy_to_incoming_transaction(nodes.server)
+    # The source forgot it had copied (a crash between target commit and source mark).
+    OutgoingTransaction.objects.using(nodes.client).update(is_consumed_server=False)
+    again = pending(nodes.client).copy_to_incoming_transaction(nodes.server)
+    assert again == (0, total)
+    assert incoming(nodes.server).count() == total
+    assert not pending(nodes.client).exists()
+
+
+def test_copy_copies_and_marks_exactly_the_queryset(nodes):
+    factories.study(nodes.client, 2, 1, 1)
+    subset = pending(nodes.client).filter(tx_name="testapp.household")
+    assert subset.copy_to_incoming_transaction(nodes.server) == (2, 0)
+    assert set(incoming(nodes.server).values_list("tx_name", flat=True)) == {"testapp.household"}
+    assert set(pending(nodes.client).values_list("tx_name", flat=True)) == {
+        "testapp.householdmember", "testapp.subjectvisit", "testapp.crfone"}
+
+
+def test_failure_half_way_then_retry_loses_and_duplicates_nothing(nodes):
+    """Batch 3 meets a reused (producer, sequence): batches 1-2 stay copied and marked."""
+    factories.study(nodes.client, 2, 2, 1)  # 2 + 4 + 4 + 4 + 4 = 18 transactions
+    rows = list(OutgoingTransaction.objects.using(nodes.client).order_by("sequence"))
+    clash = rows[5]
+    incoming(nodes.server).create(
+        tx="{}", tx_name=clash.tx_name, tx_pk="0", producer=clash.producer,
+        hostname="elsewhere", sequence=clash.sequence, db_transaction_id=clash.db_transaction_id,
+        hlc=0, action="I", timestamp=clash.timestamp)
+    with pytest.raises(SyncError, match=rf"{clash.producer}#{clash.sequence} .*reused its sequence"):
+        pending(nodes.client).copy_to_incoming_transaction(nodes.server, batch_size=2)
+    assert pending(nodes.client).count() == len(rows) - 4
+    assert incoming(nodes.server).count() == 5
+    incoming(nodes.server).filter(hostname="elsewhere").delete()
+    result = pending(nodes.client).copy_to_incoming_transaction(nodes.server, batch_size=2)
+    assert result == (len(rows) - 4, 0)
+    assert sorted(incoming(nodes.server).values_list("id", flat=True)) == sorted(
+        r.id for r in rows)
+
+
+def test_copy_to_same_alias_is_refused(nodes):
+    with pytest.raises(SyncError, match=rf"from alias '{nodes.client}' to itself"):
+        pending(nodes.client).copy_to_incoming_transaction(nodes.client)
+
+
+def test_copy_reports_progress_per_batch(nodes):
+    factories.study(nodes.client, 1, 1, 1)  # 5 transactions
+    seen = []
+    pending(nodes.client).copy_to_incoming_transaction(nodes.server, batch_size=2,
+                                                       progress=seen.append)
+    assert [r.copied for r in seen] == [2, 4, 5]
