@@ -8,8 +8,10 @@ class SyncRouterConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Register mixin models, then import each installed app's ``sync_models`` module."""
+        """Register mixin models, import each installed app's ``sync_models`` module, and
+        install the queryset capture and the raw-SQL guard (once per process)."""
         from . import checks  # noqa: F401  (registers the system checks)
+        from .capture import queryset, rawsql
         from .models import SyncModelMixin
         from .registry import site_sync_models
 
@@ -17,3 +19,5 @@ class SyncRouterConfig(AppConfig):
             if issubclass(model, SyncModelMixin) and not model._meta.proxy:
                 site_sync_models.register_mixin_model(model)
         autodiscover_modules("sync_models")
+        queryset.install()
+        rawsql.install()

@@ -38,6 +38,9 @@ def require_natural_key(model: type[models.Model]) -> None:
 class SiteSyncModels:
     def __init__(self) -> None:
         self._models: dict[str, type[models.Model]] = {}
+        #: Bumped on every change, so caches derived from the registry know to refresh.
+        self.version = 0
+        self._tables: tuple[int, frozenset[str]] = (-1, frozenset())
 
     def register(self, labels: Iterable[str | type[models.Model]]) -> None:
         """Register models by ``"app_label.model_name"`` (or class) for capture and replay.
@@ -64,12 +67,14 @@ class SiteSyncModels:
         from .capture import hooks
 
         self._models[model._meta.label_lower] = model
+        self.version += 1
         hooks.install(model)
 
     def unregister(self, label: str | type[models.Model]) -> None:
         from .capture import hooks
 
         model = self._models.pop(self._resolve(label)._meta.label_lower)
+        self.version += 1
         hooks.uninstall(model)
 
     @staticmethod
@@ -95,6 +100,27 @@ class SiteSyncModels:
 
     def is_registered(self, model: type[models.Model]) -> bool:
         return self._models.get(model._meta.concrete_model._meta.label_lower) is not None
+
+    def db_tables(self) -> frozenset[str]:
+        """Lower-cased tables that hold registered data: each registered model's own table,
+        its MTI parents' and its many-to-many tables (guarded by the raw-SQL guard)."""
+        if self._tables[0] != self.version:
+            self._tables = (self.version, self._collect_tables())
+        return self._tables[1]
+
+    def _collect_tables(self) -> frozenset[str]:
+        tables = set()
+        for model in self._models.values():
+            for owner in [model, *model._meta.get_parent_list()]:
+                tables.add(owner._meta.db_table.lower())
+                tables.update(f.remote_field.through._meta.db_table.lower()
+                              for f in owner._meta.local_many_to_many)
+        return frozenset(tables)
+
+    def guards(self, model: type[models.Model]) -> bool:
+        """Whether writes to ``model`` change registered data: a registered model (or a
+        proxy of one), or the many-to-many table of one (written by the M2M managers)."""
+        return model._meta.db_table.lower() in self.db_tables()
 
     def site_models(self, app_label: str | None = None) -> list[type[models.Model]]:
         """Registered models, of one app if ``app_label`` is given."""

@@ -60,7 +60,7 @@ def pk_travels(model: type[models.Model]) -> bool:
 def natural_key_of(instance: models.Model) -> list:
     try:
         key = instance.natural_key()
-    except AttributeError as exc:
+    except AttributeError:
         if not hasattr(instance, "natural_key"):
             raise SyncError(
                 f"{instance._meta.label_lower} has no natural_key() method; it is needed to "

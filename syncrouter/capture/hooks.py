@@ -6,6 +6,10 @@
   (guarantee 1). Deletes and M2M changes already signal inside Django's atomic block.
 * ``remember_loaded`` keeps the values an instance was loaded with, so an update
   can carry the before-state of the fields it changes (guarantee 6).
+* The queryset paths that send no ``post_save`` (bulk_create, bulk_update,
+  update(), Collector deletes) are captured in ``queryset.py``.
+* An M2M change through a registered explicit ``through`` model is captured as
+  rows of that model, not as an M2M change of the owner (that would be twice).
 * Signal receivers are connected per registered model and its proxies, never
   globally: a global ``post_delete`` receiver would disable Django's fast delete
   for every model in the project.
@@ -16,15 +20,17 @@ installed on their class.
 """
 from __future__ import annotations
 
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 from django.apps import apps
 from django.db import router, transaction
 from django.db.models import signals
 
 from .. import conf
+from ..registry import site_sync_models
 from . import changes
 from .context import is_replaying
+from .rawsql import captured_writes
 
 LOADED = "_syncrouter_loaded"
 
@@ -42,7 +48,13 @@ def capture_scope(instance, save_kwargs: dict):
     save_kwargs["using"] = using
     if is_replaying(using):
         return nullcontext()
-    return transaction.atomic(using=using, savepoint=False)
+    return _captured_save(using)
+
+
+@contextmanager
+def _captured_save(using: str):
+    with transaction.atomic(using=using, savepoint=False), captured_writes(using):
+        yield
 
 
 def _on_post_save(sender, instance, created, raw, using, update_fields, **kwargs):
@@ -60,6 +72,8 @@ def _on_post_delete(sender, instance, using, origin=None, **kwargs):
 def _on_m2m_changed(sender, instance, action, reverse, model, pk_set, using, **kwargs):
     if not conf.capture_enabled() or is_replaying(using):
         return
+    if site_sync_models.is_registered(sender):
+        return  # a registered ``through`` model: its rows are captured as rows
     changes.record_m2m(sender, instance, action, reverse, model, pk_set, using)
 
 
@@ -121,8 +135,9 @@ def _patch(model) -> None:
         with capture_scope(self, kwargs):
             save_base(self, *args, **kwargs)
 
-    def patched_from_db(cls, db, field_names, values):
-        return remember_loaded(from_db(cls, db, field_names, values), field_names, values)
+    def patched_from_db(cls, db, field_names, values, **kwargs):  # Django 6.1: fetch_mode
+        return remember_loaded(from_db(cls, db, field_names, values, **kwargs), field_names,
+                               values)
 
     model.save_base = patched_save_base
     model.from_db = classmethod(patched_from_db)

@@ -19,5 +19,6 @@ class SyncModelMixin(models.Model):
             super().save_base(*args, **kwargs)
 
     @classmethod
-    def from_db(cls, db, field_names, values):
-        return hooks.remember_loaded(super().from_db(db, field_names, values), field_names, values)
+    def from_db(cls, db, field_names, values, **kwargs):  # Django 6.1 passes fetch_mode
+        return hooks.remember_loaded(super().from_db(db, field_names, values, **kwargs),
+                                     field_names, values)

@@ -178,3 +178,39 @@ class LocalNote(models.Model):
 
     def natural_key(self):
         return (self.text,)
+
+
+class Referral(SyncModelMixin, models.Model):
+    """Owner of a many-to-many with an explicit ``through`` model that is itself synced."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    code = models.CharField(max_length=20, unique=True)
+    clinics = models.ManyToManyField(Clinic, through="ReferralClinic", related_name="referrals")
+    natural_key_fields = ("code",)
+    objects = NaturalKeyManager()
+
+    def natural_key(self):
+        return (self.code,)
+
+
+class ReferralClinicManager(models.Manager):
+    def get_by_natural_key(self, referral_code, clinic_code):
+        return self.get(referral__code=referral_code, clinic__code=clinic_code)
+
+
+class ReferralClinic(SyncModelMixin, models.Model):
+    """Explicit ``through`` row: captured as its own inserts and deletes."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    referral = models.ForeignKey(Referral, on_delete=models.CASCADE)
+    clinic = models.ForeignKey(Clinic, on_delete=models.CASCADE)
+    priority = models.IntegerField(default=0)
+    objects = ReferralClinicManager()
+
+    class Meta:
+        unique_together = ("referral", "clinic")
+
+    def natural_key(self):
+        return self.referral.natural_key() + self.clinic.natural_key()
+
+    natural_key.dependencies = ["testapp.referral", "testapp.clinic"]
