@@ -87,6 +87,9 @@ class IncomingTransaction(TransactionBase):
                          name="syncrouter_in_pending"),
             models.Index(fields=("producer", "sequence"), condition=Q(is_consumed_server=False),
                          name="syncrouter_in_unforwarded"),
+            # Replay's history of one row: clocks for conflicts, later changes for re-runs.
+            models.Index(fields=("tx_name", "tx_pk", "producer", "sequence"),
+                         name="syncrouter_in_row"),
         ]
 
 

@@ -27,10 +27,12 @@ class Outcome(Exception):
     """Raised inside an apply to end it with ``kind`` (and roll back its savepoint).
 
     Used for the outcomes that must leave no trace: deferred, error, and a
-    conflict held for a decision.
+    conflict held for a decision. A held conflict carries its unsaved ledger
+    row in ``ledger``: the runner records it after rolling the change back.
     """
 
-    def __init__(self, kind: str, text: str):
+    def __init__(self, kind: str, text: str, ledger=None):
         super().__init__(text)
         self.kind = kind
         self.text = text
+        self.ledger = ledger

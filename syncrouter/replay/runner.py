@@ -1,15 +1,25 @@
 """``IncomingTransaction.objects....deserialize()``: the replay loop.
 
-Rows are read in (producer, sequence) pages. Each row is applied in its own
-savepoint together with its consumed mark (guarantee 3) and with capture
-switched off for the alias (guarantee 4). A row that cannot be applied yet is
-deferred and retried at the end of the run once other rows have landed; a row
-that can never be applied is marked ``is_error`` with the reason (guarantee 7).
+Rows are read in (producer, sequence) pages and replayed a unit at a time: the
+rows of one client database transaction (same producer and
+``db_transaction_id``, consecutive sequences). A unit is applied together with
+its consumed marks in one database transaction (guarantee 3), with capture
+switched off for the alias (guarantee 4), or not at all: when one member waits
+or fails, the unit rolls back and every member says which one stopped it.
+
+Runs of units that only insert new rows of one model go through the fast path
+(``batch.py``: a few queries and one ``bulk_create`` per batch); anything else,
+and any unit the fast path declines, is applied row by row (``apply.py``).
+
+A unit that cannot be applied yet is deferred and retried at the end of the
+run once other rows have landed; one that can never be applied is marked
+``is_error`` with the reason (guarantee 7).
 
 Order within a producer (guarantee 5): once a row of producer P is deferred,
-held or in error, P's later rows that touch the same natural key (as the row
+held or in error, P's later rows that touch its natural key (as the row
 itself, a parent or an M2M target) are deferred behind it. P's other rows, and
-other producers, go on.
+other producers, go on. While P's sequence has a hole below a row, a differing
+before-state waits for the hole instead of becoming a conflict.
 """
 from __future__ import annotations
 
@@ -26,13 +36,12 @@ from ..capture.context import replaying
 from ..exceptions import ReplayRefused
 from ..registry import site_sync_models
 from ..transfer.copy import TransferQuerySet, keyset_pages
+from . import batch
 from .apply import apply_row
+from .gaps import missing_ranges
 from .messages import Outcome, ReplayMessage
 
 logger = logging.getLogger("syncrouter.replay")
-
-NOT_CONSUMED = ("deferred", "held", "error")
-
 
 def consumer_node(custom_device, alias: str) -> conf.Node:
     """The node doing the replay: ``custom_device`` (a name, or an object with
@@ -46,10 +55,15 @@ def consumer_node(custom_device, alias: str) -> conf.Node:
     return conf.Node(alias, name, getattr(custom_device, "role", node.role))
 
 
-def _touched_keys(row, payload: dict, model) -> set:
-    """(model label, key) pairs this transaction depends on or changes."""
-    keys = {(row.tx_name, ser.dumps(payload.get("nk"))),
+def _own_keys(row, payload: dict) -> set:
+    """(model label, key) pairs of the row this transaction writes (before and after)."""
+    return {(row.tx_name, ser.dumps(payload.get("nk"))),
             (row.tx_name, ser.dumps(payload.get("old_nk", payload.get("nk"))))}
+
+
+def _touched_keys(row, payload: dict, model) -> set:
+    """(model label, key) pairs this transaction writes or depends on (parents, M2M targets)."""
+    keys = _own_keys(row, payload)
     for name, value in payload.get("fields", {}).items():
         field = model._meta._forward_fields_map.get(name)
         if field is not None and field.is_relation and value is not None:
@@ -61,6 +75,44 @@ def _touched_keys(row, payload: dict, model) -> set:
             keys.update((field.related_model._meta.label_lower, ser.dumps(k))
                         for k in change.get("keys", []))
     return keys
+
+
+class _UnitFailed(Exception):
+    """One member of a unit could not be applied: the whole unit rolls back."""
+
+    def __init__(self, member: "_Prepared", outcome: Outcome):
+        super().__init__(outcome.text)
+        self.member = member
+        self.outcome = outcome
+
+
+class _Prepared:
+    """A row with its parsed payload and model, ready to apply (or already decided)."""
+
+    __slots__ = ("row", "payload", "model", "kind", "text")
+
+    def __init__(self, row, payload, model, kind, text):
+        self.row, self.payload, self.model = row, payload, model
+        self.kind, self.text = kind, text
+
+    def __str__(self) -> str:
+        key = self.payload.get("nk") if isinstance(self.payload, dict) else None
+        return f"{self.row.producer}#{self.row.sequence} ({self.row.tx_name} {key})"
+
+
+def units(pages):
+    """Rows grouped by client database transaction: consecutive rows of one producer
+    sharing ``db_transaction_id``, kept together across page boundaries."""
+    unit = []
+    for page in pages:
+        for row in page:
+            if unit and (row.producer, row.db_transaction_id) != (
+                    unit[0].producer, unit[0].db_transaction_id):
+                yield unit
+                unit = []
+            unit.append(row)
+    if unit:
+        yield unit
 
 
 class Replayer:
@@ -78,23 +130,45 @@ class Replayer:
         self.batch_size = batch_size or conf.batch_size()
         self.progress = progress
         self.messages: dict = {}
+        #: producer -> {key: sequence of the earliest row not applied that touches it}
         self.held: dict[str, dict] = defaultdict(dict)
+        #: The part of ``held`` that no retry in this run can lift (held conflicts, errors).
+        self.stuck: dict[str, dict] = defaultdict(dict)
         self.counts: dict[str, int] = defaultdict(int)
+        self.gaps: dict[str, list[tuple[int, int]]] = {}
+        self.batch: list = []  # units of new rows of one model, for the fast path
+        self.batch_rows = 0
+        self.deferred: list = []  # units to retry at the end of the run
         self.max_hlc = 0
 
     def run(self) -> list[ReplayMessage]:
+        self.gaps = missing_ranges(self.alias)
         pending = self.queryset.filter(is_consumed=False, is_error=False, is_ignored=False)
-        deferred = []
-        for page in keyset_pages(pending, self.batch_size):
-            deferred += [row for row in page if self.replay(row) == "deferred"]
+        self.deferred = []
+        for unit in units(keyset_pages(pending, self.batch_size)):
+            prepared = self._prepare_unit(unit)
+            model = self._batch_model(prepared)
+            if self.batch and (model is None or model is not self.batch[0][0].model):
+                self._flush()
+            if model is not None:
+                self.batch.append(prepared)
+                self.batch_rows += len(prepared)
+                if self.batch_rows >= self.batch_size:
+                    self._flush()
+            elif prepared:
+                self._replay_prepared(prepared)
             if self.progress:
                 self.progress(dict(self.counts))
+        self._flush()
+        deferred = self.deferred
         while deferred:  # parents may have landed later in the run
-            self.held.clear()
-            still = [row for row in deferred if self.replay(row) == "deferred"]
-            if len(still) == len(deferred):
+            self.held = defaultdict(dict, {p: dict(keys) for p, keys in self.stuck.items()})
+            self.deferred = []
+            for unit in deferred:
+                self.replay(unit)
+            if len(self.deferred) == len(deferred):
                 break
-            deferred = still
+            deferred = self.deferred
         self._advance_clock()
         logger.info("Replay on %s: %s", self.alias,
                     ", ".join(f"{k} {v}" for k, v in sorted(self._final_counts().items())))
@@ -106,7 +180,67 @@ class Replayer:
             counts[message.outcome] += 1
         return counts
 
-    def replay(self, row) -> str:
+    @staticmethod
+    def _batch_model(prepared: list):
+        """The model if every row of the unit may take the fast path (``batch.py``), else None."""
+        if not prepared or any(item.kind is not None for item in prepared):
+            return None
+        model = prepared[0].model
+        if all(item.model is model and batch.batchable(model, item.payload, item.row.action)
+               for item in prepared):
+            return model
+        return None
+
+    def _flush(self) -> None:
+        """Write the pending batch of inserts; units that need it go row by row, in order."""
+        units_, self.batch, self.batch_rows = self.batch, [], 0
+        if not units_:
+            return
+        model = units_[0][0].model
+        fast, slow = batch.split(model, units_, self.alias)
+        if fast and batch.write(model, fast, self.alias, self.node.name):
+            for unit, _ in fast:
+                for item in unit:
+                    self._report(item, "inserted", "")
+                    self.max_hlc = max(self.max_hlc, item.row.hlc)
+        else:
+            slow = units_
+        for unit in slow:
+            self._replay_prepared(unit)
+
+    def replay(self, unit: list) -> str:
+        """Apply the rows of one client database transaction together, or none of them."""
+        prepared = self._prepare_unit(unit)
+        return self._replay_prepared(prepared) if prepared else "skipped"
+
+    def _prepare_unit(self, unit: list) -> list:
+        """The unit's rows ready to apply; rows this node leaves alone are reported here."""
+        prepared = []
+        for row in unit:
+            item = self._prepare(row)
+            if item.kind == "skipped":
+                self._report(item, item.kind, item.text)
+            else:
+                prepared.append(item)
+        return prepared
+
+    def _replay_prepared(self, prepared: list) -> str:
+        """Returns the unit's outcome if it was not applied (deferred, held, error), else "applied"."""
+        try:
+            failed = next((item for item in prepared if item.kind is not None), None)
+            if failed is not None:
+                raise _UnitFailed(failed, Outcome(failed.kind, failed.text))
+            done = self._apply(prepared)
+        except _UnitFailed as failure:
+            kind = self._fail(prepared, failure)
+            if kind == "deferred":
+                self.deferred.append([item.row for item in prepared])
+            return kind
+        for item, (kind, text) in zip(prepared, done):
+            self._report(item, kind, text)
+        return "applied"
+
+    def _prepare(self, row) -> _Prepared:
         payload, model, kind, text = {}, None, None, ""
         try:
             payload = ser.loads(row.tx)
@@ -119,21 +253,17 @@ class Replayer:
         if kind is None and self.check_hostname and row.hostname == conf.hostname():
             kind, text = "skipped", ("produced on this host; left untouched "
                                      "(deserialize(check_hostname=False) replays it)")
-            return self._report(row, payload, kind, text)
-        keys = _touched_keys(row, payload, model) if model is not None else set()
-        if kind is None:
-            blocker = next((self.held[row.producer][k] for k in keys
-                            if k in self.held[row.producer]), None)
+        held = self.held.get(row.producer)
+        if kind is None and held:
+            blocker = next((held[k] for k in _touched_keys(row, payload, model) if k in held),
+                           None)
             if blocker is not None:
                 kind, text = "deferred", f"waits for {row.producer}#{blocker} (same key, earlier)"
-        if kind is None:
-            kind, text = self._apply(row, model, payload)
-        if kind in NOT_CONSUMED and kind != "held":
-            self._mark(row, kind, text)
-        if kind in NOT_CONSUMED:
-            for key in keys:
-                self.held[row.producer].setdefault(key, row.sequence)
-        return self._report(row, payload, kind, text)
+        return _Prepared(row, payload, model, kind, text)
+
+    def _gap_below(self, row) -> tuple[int, int] | None:
+        return next((gap for gap in self.gaps.get(row.producer, ()) if gap[0] < row.sequence),
+                    None)
 
     def _model(self, row, payload):
         label = row.tx_name
@@ -150,24 +280,51 @@ class Replayer:
                                    f"transaction is for {label!r}")
         return model, None, ""
 
-    def _apply(self, row, model, payload) -> tuple[str, str]:
-        try:
-            with transaction.atomic(using=self.alias):
-                with replaying(self.alias):
-                    kind, text = apply_row(model, row.action, payload, self.alias, row)
-                if kind == "held":
-                    self._mark(row, "held", text)
-                elif not self._consume(row, text):
-                    raise Outcome("skipped", "already consumed by another replay")
+    def _apply(self, prepared: list) -> list[tuple[str, str]]:
+        """Apply and consume every row of a unit in one database transaction."""
+        done = []
+        with transaction.atomic(using=self.alias):
+            with replaying(self.alias):
+                for item in prepared:
+                    try:
+                        done.append(apply_row(item.model, item.row.action, item.payload,
+                                              self.alias, item.row, self._gap_below(item.row)))
+                    except Outcome as outcome:
+                        raise _UnitFailed(item, outcome) from None
+                    except Exception as exc:  # isolate the unit: guarantee 7
+                        logger.warning("Replay of %s failed", item, exc_info=True)
+                        raise _UnitFailed(item, Outcome(
+                            "error", f"{type(exc).__name__}: {exc}")) from None
+            for item, (kind, text) in zip(prepared, done):
+                if not self._consume(item.row, text):
+                    raise _UnitFailed(item, Outcome("skipped",
+                                                    "already consumed by another replay"))
+        self.max_hlc = max([self.max_hlc] + [item.row.hlc for item in prepared])
+        return done
+
+    def _fail(self, prepared: list, failure: _UnitFailed) -> str:
+        """Mark every row of a unit that was not applied, naming the member that stopped it."""
+        member, kind, text = failure.member, failure.outcome.kind, failure.outcome.text
+        with transaction.atomic(using=self.alias):
+            if failure.outcome.ledger is not None:
+                failure.outcome.ledger.save(using=self.alias)
+                text = f"conflict #{failure.outcome.ledger.pk} {text}"
+            for item in prepared:
+                if item is member:
+                    item_kind, item_text = kind, text
                 else:
-                    self.max_hlc = max(self.max_hlc, row.hlc)
-            return kind, text
-        except Outcome as outcome:
-            return outcome.kind, outcome.text
-        except Exception as exc:  # isolate the row: guarantee 7
-            logger.warning("Replay of %s#%s (%s) failed", row.producer, row.sequence,
-                           row.tx_name, exc_info=True)
-            return "error", f"{type(exc).__name__}: {exc}"
+                    item_kind = kind if kind in ("error", "skipped") else "deferred"
+                    item_text = (f"not applied: its database transaction also holds {member}, "
+                                 f"which is {kind}: {text}")
+                if item_kind != "skipped":
+                    self._mark(item.row, item_kind, item_text)
+                self._report(item, item_kind, item_text)
+                if item_kind != "skipped":  # what it would have written waits with it
+                    for key in _own_keys(item.row, item.payload) if item.model else ():
+                        self.held[item.row.producer].setdefault(key, item.row.sequence)
+                        if kind != "deferred":
+                            self.stuck[item.row.producer].setdefault(key, item.row.sequence)
+        return kind
 
     def _consume(self, row, text: str) -> bool:
         return bool(type(row).objects.using(self.alias).filter(pk=row.pk, is_consumed=False)
@@ -178,7 +335,8 @@ class Replayer:
         type(row).objects.using(self.alias).filter(pk=row.pk).update(
             is_deferred=kind in ("deferred", "held"), is_error=kind == "error", error=text)
 
-    def _report(self, row, payload, kind: str, text: str) -> str:
+    def _report(self, item: _Prepared, kind: str, text: str) -> None:
+        row, payload = item.row, item.payload
         self.counts[kind] += 1
         self.messages[row.id] = ReplayMessage(
             tx_id=str(row.id), producer=row.producer, sequence=row.sequence, model=row.tx_name,
@@ -186,7 +344,6 @@ class Replayer:
             outcome="conflict" if kind == "held" else kind, text=text)
         if kind == "error":
             logger.warning("%s#%s %s: %s", row.producer, row.sequence, row.tx_name, text)
-        return kind
 
     def _advance_clock(self) -> None:
         """Hybrid logical clock receive rule: this node's clock passes every replayed change."""

@@ -1,0 +1,100 @@
+"""Find many rows by natural key in a few queries.
+
+``get_by_natural_key`` finds one row per query (two or three with joins), which
+is most of the cost of replaying a row one at a time (DESIGN.md §7). Most
+natural keys are a chain of attributes (``self.household_member.natural_key()
++ (self.visit_code,)``): calling ``natural_key()`` on a recording stand-in for
+the instance reveals the lookups behind each element
+(``household_member__subject_identifier``, ``visit_code``), and with them a
+whole batch of keys is found with one filtered query. A natural key that is not
+such a chain (it formats, computes, branches on values) has no lookups and its
+keys are found one at a time with the model's own ``get_by_natural_key``.
+"""
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+
+from django.core.exceptions import FieldDoesNotExist
+from django.db import models
+
+from .. import serialization as ser
+
+logger = logging.getLogger("syncrouter.replay")
+
+CHUNK = 500
+
+
+class _Leaf:
+    def __init__(self, path: tuple):
+        self.path = path
+
+
+class _Recorder:
+    """Stands in for an instance: attribute access records the lookup path."""
+
+    def __init__(self, model, path: tuple = ()):
+        self._model, self._path = model, path
+
+    def __getattr__(self, name):
+        if name == "natural_key":
+            return lambda: self._model.natural_key(self)
+        field = self._model._meta.get_field(name)
+        if field.is_relation and (field.many_to_one or field.one_to_one) and field.concrete:
+            return _Recorder(field.related_model, self._path + (name,))
+        if field.is_relation:
+            raise FieldDoesNotExist(name)
+        return _Leaf(self._path + (name,))
+
+
+@lru_cache(maxsize=None)
+def lookups(model: type[models.Model]) -> tuple[str, ...] | None:
+    """The ORM lookups whose values make up ``model``'s natural key, or None if unknown."""
+    try:
+        key = model.natural_key(_Recorder(model))
+    except Exception:  # any computed key: fall back to get_by_natural_key
+        return None
+    key = tuple(key) if isinstance(key, (tuple, list)) else (key,)
+    if not key or not all(isinstance(part, _Leaf) for part in key):
+        return None
+    return tuple("__".join(part.path) for part in key)
+
+
+def _normal(key) -> str:
+    return ser.dumps(key if isinstance(key, list) else [key])
+
+
+def resolve(model: type[models.Model], keys, alias: str) -> dict[str, object]:
+    """Natural key (as ``ser.dumps`` of the key list) -> primary key, for those found on ``alias``.
+
+    Keys not found are absent from the result. A key that matches more than
+    one row is left out too, so that the row-at-a-time path reports it.
+    """
+    wanted = {_normal(key): key if isinstance(key, list) else [key] for key in keys}
+    found: dict[str, object] = {}
+    paths = lookups(model)
+    manager = model._base_manager.using(alias)
+    if paths is None:
+        for text, key in wanted.items():
+            try:
+                found[text] = model._default_manager.db_manager(alias).get_by_natural_key(*key).pk
+            except (model.DoesNotExist, model.MultipleObjectsReturned, ValueError, TypeError):
+                continue
+        return found
+    items = [(text, key) for text, key in wanted.items() if len(key) == len(paths)]
+    seen: dict[str, int] = {}
+    for start in range(0, len(items), CHUNK):
+        chunk = items[start:start + CHUNK]
+        try:
+            filters = {f"{path}__in": {key[i] for _, key in chunk}
+                       for i, path in enumerate(paths)}
+            for *values, pk in manager.filter(**filters).values_list(*paths, "pk"):
+                text = ser.dumps(values)
+                if text in wanted:
+                    seen[text] = seen.get(text, 0) + 1
+                    found[text] = pk
+        except (ValueError, TypeError) as exc:  # a value the field cannot take
+            logger.info("Batch natural-key lookup of %s failed (%s); row by row.",
+                        model._meta.label_lower, exc)
+            return {}
+    return {text: pk for text, pk in found.items() if seen[text] == 1}

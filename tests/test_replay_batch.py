@@ -1,0 +1,121 @@
+"""The batched fast path: same results as row by row, a few queries per batch, signals."""
+from django.db import connections, transaction
+from django.test.utils import CaptureQueriesContext
+
+from syncrouter.capture.context import replaying
+from syncrouter.models import Conflict, IncomingTransaction
+from syncrouter.replay import natural
+from syncrouter.signals import post_replay, pre_replay
+from tests import factories
+from tests.checksum import node_checksums
+from tests.test_replay_support import TRANSACTIONAL, outcomes, producer, push, replay
+from tests.testapp.models import CrfOne, Household, HouseholdMember, SubjectVisit
+
+pytestmark = TRANSACTIONAL
+
+
+def _visits_on_both(nodes, count: int) -> list:
+    """Visits present on client and server (replayed), and their CRFs captured on the client."""
+    hh = factories.household(nodes.client, "H001")
+    visits = [factories.visit(nodes.client, factories.member(nodes.client, hh, f"S{n:03d}"))
+              for n in range(count)]
+    push(nodes)
+    replay(nodes.server)
+    for visit in visits:
+        CrfOne.objects.using(nodes.client).create(
+            subject_visit=visit, report_datetime=visit.report_datetime, weight_kg=60 + len(
+                visit.household_member.subject_identifier), comments="batched",
+            main_symptom=factories.Symptom.objects.using(nodes.client).get(name="fever"))
+    push(nodes)
+    return visits
+
+
+def test_natural_key_lookups_come_from_the_key_itself():
+    assert natural.lookups(CrfOne) == ("subject_visit__household_member__subject_identifier",
+                                       "subject_visit__visit_code")
+    from django.contrib.auth.models import User
+
+    assert natural.lookups(User) is None  # get_username(): found one at a time
+
+
+def test_new_rows_replay_in_a_few_queries_and_match_the_client(nodes):
+    _visits_on_both(nodes, 40)
+    with CaptureQueriesContext(connections[nodes.server]) as queries:
+        messages = replay(nodes.server, batch_size=20)
+    assert set(outcomes(messages).values()) == {"inserted"} and len(messages) == 40
+    # per batch of 20: page, pks, keys, parents (2 FKs), superseded, insert, consume (+savepoints)
+    assert len(queries) < 40, [q["sql"][:80] for q in queries]
+    assert node_checksums(nodes.server) == node_checksums(nodes.client)
+    assert not IncomingTransaction.objects.using(nodes.server).filter(is_consumed=False).exists()
+
+
+def test_rows_that_are_not_plain_leave_the_batch_and_replay_one_by_one(nodes):
+    """An existing key (conflict), a missing parent (deferred): the rest are batched."""
+    visits = _visits_on_both(nodes, 6)
+    CrfOne.objects.using(nodes.server).create(  # another row under visit 0's key
+        subject_visit=SubjectVisit.objects.using(nodes.server).get(pk=visits[0].pk),
+        report_datetime=visits[0].report_datetime)
+    with replaying(nodes.server):  # a parent gone here, out of band
+        SubjectVisit.objects.using(nodes.server).filter(pk=visits[5].pk).delete()
+    messages = replay(nodes.server)
+    by_key = {m.key[0]: m.outcome for m in messages.values()}
+    assert by_key == {"S000": "conflict", "S001": "inserted", "S002": "inserted",
+                      "S003": "inserted", "S004": "inserted", "S005": "deferred"}
+    assert Conflict.objects.using(nodes.server).get().model == "testapp.crfone"
+    assert CrfOne.objects.using(nodes.server).filter(comments="batched").count() == 4
+
+
+def test_replay_signals_carry_the_model_and_rows(nodes, monkeypatch):
+    seen = []
+
+    def receiver(signal, sender, alias, instances, transactions, **kwargs):
+        assert len(instances) == len(transactions)
+        in_atomic = connections[alias].in_atomic_block
+        seen.append((signal is pre_replay, sender, len(instances), in_atomic))
+
+    pre_replay.connect(receiver)
+    post_replay.connect(receiver)
+    try:
+        _visits_on_both(nodes, 3)  # 1 household, 3 members, 3 visits: batches of one model
+        seen.clear()
+        replay(nodes.server)
+        assert seen == [(True, CrfOne, 3, True), (False, CrfOne, 3, True)]
+
+        seen.clear()
+        monkeypatch.setattr(Household, "sync_replay_save", True, raising=False)
+        with producer(nodes.client, "laptop-b"):
+            factories.household(nodes.client, "H900")
+            factories.household(nodes.client, "H901")
+        push(nodes)
+        replay(nodes.server)
+        assert seen == [(True, Household, 1, True), (False, Household, 1, True)] * 2
+    finally:
+        pre_replay.disconnect(receiver)
+        post_replay.disconnect(receiver)
+
+
+def test_a_failing_receiver_rolls_back_and_reports_errors(nodes):
+    def refuse(sender, instances, **kwargs):
+        raise RuntimeError(f"refused {len(instances)}")
+
+    _visits_on_both(nodes, 2)
+    post_replay.connect(refuse, sender=CrfOne)
+    try:
+        messages = replay(nodes.server)
+    finally:
+        post_replay.disconnect(refuse, sender=CrfOne)
+    assert {m.outcome for m in messages.values()} == {"error"}
+    assert all("RuntimeError: refused 1" in m.text for m in messages.values())
+    assert not CrfOne.objects.using(nodes.server).exists()
+
+
+def test_a_group_of_new_rows_is_batched_whole(nodes):
+    with producer(nodes.client, "laptop-a"):
+        with transaction.atomic(using=nodes.client):
+            hh = factories.household(nodes.client, "H001")
+            for n in range(3):
+                factories.member(nodes.client, hh, f"S{n:03d}")
+    push(nodes)
+    messages = replay(nodes.server)
+    assert set(outcomes(messages).values()) == {"inserted"}
+    assert HouseholdMember.objects.using(nodes.server).count() == 3
