@@ -1,11 +1,17 @@
 """The field scenario, end to end, on embedded SQLite.
 
+field laptops --direct--> (middleman laptop) --direct--> community server --FILE--> central
+
 Three research assistants enter a household survey on their own laptops. Two sync
-at midday; the third stays offline all day. Everyone keeps working (new visits,
-corrections, a deleted form), then all three sync in the evening, and the
-evening sync is repeated, as happens when a link drops and someone presses the
-button again. At the end the server must hold exactly the union of the laptops'
-data: same rows per model, same content checksum, nothing twice.
+at midday; the third is out of reach, so the driver's middleman laptop pulls its
+data, replays it for reconciling specimens, and forwards it to the community
+server. Everyone keeps working (new visits, corrections, a deleted form), then all
+three laptops sync directly in the evening (laptop3's morning data now arrives by
+a second route), and the evening sync is repeated, as happens when a link drops.
+At night the community server exports a file that is carried to the central
+server and imported twice. At the end the community and central servers must each
+hold exactly the union of the laptops' data: same rows per model, same content
+checksum, nothing twice.
 """
 import os
 import shutil
@@ -26,6 +32,9 @@ from django.core.management import call_command  # noqa: E402
 
 from syncrouter.models import IncomingTransaction, OutgoingTransaction  # noqa: E402
 from syncrouter.registry import site_sync_models  # noqa: E402
+from syncrouter.transfer.files import (  # noqa: E402
+    export_transactions, import_transactions, pending,
+)
 from tests import checksum, factories  # noqa: E402
 from tests.testapp.models import CrfOne, HouseholdMember, SubjectVisit  # noqa: E402
 
@@ -40,7 +49,7 @@ def say(text=""):
 def fresh_databases():
     shutil.rmtree(settings.DATA, ignore_errors=True)
     settings.DATA.mkdir(parents=True)
-    for alias in LAPTOPS + ["server"]:
+    for alias in LAPTOPS + ["middleman", "server", "central"]:
         call_command("migrate", database=alias, verbosity=0)
         factories.load_symptoms(alias)
 
@@ -66,6 +75,33 @@ def afternoon(alias, prefix):
     crf.save()
 
 
+def middleman_round(alias):
+    """The driver's laptop pulls from a field laptop, replays for inspection, forwards."""
+    pulled = OutgoingTransaction.objects.using(alias).filter(
+        is_consumed_middleman=False).copy_to_incoming_transaction("middleman")
+    inspected = IncomingTransaction.objects.using("middleman").filter(
+        is_consumed=False).deserialize(check_hostname=False)
+    forwarded = IncomingTransaction.objects.using("middleman").filter(
+        is_consumed_server=False).copy_to_incoming_transaction("server")
+    replayed = IncomingTransaction.objects.using("server").filter(
+        is_consumed=False).deserialize(check_hostname=False)
+    for message in replayed:
+        totals[message.producer.removeprefix("field-")][message.outcome] += 1
+    say(f"  middleman pulled {pulled.copied} from {alias}, replayed {len(inspected)} for "
+        f"inspection, forwarded {forwarded.copied}; community server replayed {len(replayed)}")
+
+
+def file_to_central():
+    path = settings.DATA / "community-to-central.zip"
+    manifest = export_transactions(path, pending("server"))
+    first = import_transactions(path, "central")
+    again = import_transactions(path, "central")  # the same USB stick, carried twice
+    replayed = IncomingTransaction.objects.using("central").filter(
+        is_consumed=False).deserialize(check_hostname=False)
+    say(f"  exported {manifest.count} transactions to {path.name}; central imported "
+        f"{first.copied}, then {again.copied} new from the second copy; replayed {len(replayed)}")
+
+
 def sync(alias):
     result = OutgoingTransaction.objects.using(alias).filter(
         is_consumed_server=False).copy_to_incoming_transaction("server")
@@ -85,24 +121,27 @@ def report():
     say("\nPer producer")
     columns = {"captured": "captured", "copied": "copied", "already on server": "again",
                "inserted": "inserted", "updated": "updated", "deleted": "deleted",
+               "skipped": "skipped",
                "deferred": "deferred", "error": "error"}
     say(f"  {'producer':<16}" + "".join(f"{c:>10}" for c in columns.values()))
     for alias in LAPTOPS:
         totals[alias]["captured"] = OutgoingTransaction.objects.using(alias).count()
         say(f"  {'field-' + alias:<16}" + "".join(f"{totals[alias][c]:>10}" for c in columns))
-    say("\nServer against the union of the laptops (rows, content checksum)")
     ok = True
-    for model in site_sync_models:
-        union = sorted(r for alias in LAPTOPS for r in checksum.rows(model, alias))
-        server = checksum.rows(model, "server")
-        same = union == server
-        ok &= same
-        if union or server:
-            say(f"  {model._meta.label_lower:<26} laptops {len(union):>5}  server "
-                f"{len(server):>5}  {'identical' if same else 'DIFFERENT'}")
-    pending = IncomingTransaction.objects.using("server").filter(is_consumed=False).count()
-    say(f"\nUnconsumed on the server: {pending}")
-    return ok and pending == 0
+    for node in ("server", "central"):
+        say(f"\n{node.capitalize()} against the union of the laptops (rows, content checksum)")
+        for model in site_sync_models:
+            union = sorted(r for alias in LAPTOPS for r in checksum.rows(model, alias))
+            held = checksum.rows(model, node)
+            same = union == held
+            ok &= same
+            if union or held:
+                say(f"  {model._meta.label_lower:<26} laptops {len(union):>5}  {node} "
+                    f"{len(held):>5}  {'identical' if same else 'DIFFERENT'}")
+        waiting = IncomingTransaction.objects.using(node).filter(is_consumed=False).count()
+        say(f"  unconsumed on {node}: {waiting}")
+        ok &= waiting == 0
+    return ok
 
 
 def main():
@@ -110,9 +149,10 @@ def main():
     say("Morning: three laptops enumerate households offline")
     for n, alias in enumerate(LAPTOPS, 1):
         morning(alias, prefix=f"L{n}-H")
-    say("Midday: laptop1 and laptop2 reach the server; laptop3 stays offline")
+    say("Midday: laptop1 and laptop2 reach the server; the middleman visits laptop3")
     for alias in LAPTOPS[:2]:
         sync(alias)
+    middleman_round("laptop3")
     say("Afternoon: follow-up visits, corrections and a deleted form, all offline")
     for n, alias in enumerate(LAPTOPS, 1):
         afternoon(alias, prefix=f"L{n}-H")
@@ -123,8 +163,11 @@ def main():
     for alias in LAPTOPS:
         OutgoingTransaction.objects.using(alias).update(is_consumed_server=False)
         sync(alias)
+    say("Night: the community server's file goes to the central server")
+    file_to_central()
     ok = report()
-    say("\nRESULT: " + ("the server holds exactly the laptops' data, nothing duplicated"
+    say("\nRESULT: " + ("community and central servers hold exactly the laptops' data, "
+                        "nothing duplicated"
                         if ok else "MISMATCH: see above"))
     return 0 if ok else 1
 

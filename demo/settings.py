@@ -1,4 +1,5 @@
-"""Demo settings: three field laptops and one server, every node an SQLite file."""
+"""Demo settings: three field laptops, a middleman laptop, the community server and the
+central server, every node an SQLite file."""
 import os
 from pathlib import Path
 
@@ -12,9 +13,11 @@ INSTALLED_APPS = ["django.contrib.contenttypes", "django.contrib.auth", "syncrou
 LAPTOPS = ["laptop1", "laptop2", "laptop3"]
 DATABASES = {"default": {}} | {
     alias: {"ENGINE": "django.db.backends.sqlite3", "NAME": str(DATA / f"{alias}.sqlite3")}
-    for alias in LAPTOPS + ["server"]}
+    for alias in LAPTOPS + ["middleman", "server", "central"]}
 DATABASE_ROUTERS = ["syncrouter.router.SyncRouter"]
 SYNCROUTER_LOCAL_ALIAS = "laptop1"
 SYNCROUTER_NODES = {alias: {"name": f"field-{alias}", "role": "client"} for alias in LAPTOPS}
+SYNCROUTER_NODES["middleman"] = {"name": "middleman-laptop", "role": "middleman"}
 SYNCROUTER_NODES["server"] = {"name": "community-server", "role": "community"}
+SYNCROUTER_NODES["central"] = {"name": "central-server", "role": "central"}
 SYNCROUTER_CONFLICT_POLICY = "manual"

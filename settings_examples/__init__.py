@@ -1,0 +1,1 @@
+"""Settings for each role in the field chain; see base.py for what they share."""

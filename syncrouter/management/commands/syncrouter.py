@@ -1,0 +1,334 @@
+"""``manage.py syncrouter <push|pull|replay|sync|status|export|import>``.
+
+Exit codes, for scripts and schedulers:
+
+====  =====================================================================
+0     done, nothing needs attention
+1     done, but some transactions are deferred, in conflict or in error
+      (``replay``, ``sync``, ``status``)
+2     usage or configuration error (unknown alias, a client asked to replay)
+3     a database could not be reached, or the connection broke mid-copy
+      (finished batches stay done; run again)
+4     data refused: a batch file was damaged or altered, or a producer's
+      sequence clashed; nothing of that file or batch was written
+====  =====================================================================
+
+A progress line with counts and rate is drawn only when stdout is a terminal.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from enum import IntEnum
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError, connections
+
+from ... import conf
+from ...exceptions import ReplayRefused, SyncError
+from ...status import node_status
+from ...transfer.copy import CopyInterrupted, CopyResult
+from ...transfer.files import export_transactions, import_transactions, pending
+
+ATTENTION = ("deferred", "conflict", "error")
+DUMMY = "django.db.backends.dummy"  # what Django puts in an empty 'default': {}
+
+
+class Exit(IntEnum):
+    OK = 0
+    ATTENTION = 1
+    USAGE = 2
+    UNREACHABLE = 3
+    REFUSED = 4
+
+
+def unreachable(alias: str, timeout: float) -> str | None:
+    """None if a fresh connection to ``alias`` opens within ``timeout`` seconds, else why not.
+
+    The probe uses its own connection so a dead server costs ``timeout``, not the
+    driver's default (minutes, for a silently dropped network).
+    """
+    connection = connections.create_connection(alias)
+    config = connection.settings_dict
+    if connection.vendor == "sqlite":
+        name = str(config["NAME"])
+        if ":memory:" not in name and "mode=memory" not in name and not os.path.exists(name):
+            return f"SQLite file {name} does not exist (drive not mounted?)"
+    elif connection.vendor in ("postgresql", "mysql"):
+        connection.settings_dict = {**config, "OPTIONS": {
+            **config.get("OPTIONS", {}), "connect_timeout": max(1, round(timeout))}}
+    try:
+        connection.ensure_connection()
+    except DatabaseError as exc:
+        return f"{type(exc).__name__}: {exc}".strip()
+    finally:
+        connection.close()
+    return None
+
+
+class Progress:
+    """A one-line ``\\r`` counter with rate, drawn only on a terminal."""
+
+    def __init__(self, out, label: str):
+        self.out, self.label = out, label
+        self.enabled = out.isatty()
+        self.started = time.monotonic()
+        self.drawn = False
+
+    def __call__(self, done: int, detail: str = "") -> None:
+        if not self.enabled:
+            return
+        rate = done / max(time.monotonic() - self.started, 1e-6)
+        self.out.write(f"\r{self.label}: {done:,}{detail} ({rate:,.0f}/s)  ", ending="")
+        self.out.flush()
+        self.drawn = True
+
+    def copy(self, result: CopyResult) -> None:
+        self(result.copied + result.already_present, f" ({result.already_present:,} already there)")
+
+    def end(self) -> None:
+        if self.drawn:
+            self.out.write("")
+
+
+class Command(BaseCommand):
+    help = "Move transactions between nodes, replay them, and report where a node stands."
+
+    def add_arguments(self, parser):
+        common = argparse.ArgumentParser(add_help=False)
+        common.add_argument("--batch-size", type=int, default=None,
+                            help="Rows per batch (default SYNCROUTER_BATCH_SIZE).")
+        source = argparse.ArgumentParser(add_help=False)
+        source.add_argument("--source", help="Alias to send from (default: the local alias).")
+        target = argparse.ArgumentParser(add_help=False)
+        target.add_argument("--target", help="Alias to send to (default: 'server').")
+        own = argparse.ArgumentParser(add_help=False)
+        own.add_argument("--allow-own-host", action="store_true",
+                         help="Replay transactions produced on this host too "
+                              "(deserialize(check_hostname=False)).")
+        timeout = argparse.ArgumentParser(add_help=False)
+        timeout.add_argument("--timeout", type=float, default=5.0,
+                             help="Seconds to wait for a connection (default 5).")
+        sub = parser.add_subparsers(dest="subcommand", required=True, metavar="subcommand")
+        sub.add_parser("push", parents=[common, source, target, timeout],
+                       help="Copy pending transactions from --source to --target.")
+        pull = sub.add_parser("pull", parents=[common, timeout],
+                              help="Copy pending transactions from --source into this node.")
+        pull.add_argument("--source", required=True, help="Alias to pull from (a field laptop).")
+        pull.add_argument("--target", help="Alias to pull into (default: the local alias).")
+        replay = sub.add_parser("replay", parents=[common, own],
+                                help="Apply received transactions on --target.")
+        replay.add_argument("--target", help="Alias to replay on (default: the local alias).")
+        sync = sub.add_parser("sync", parents=[common, source, target, own, timeout],
+                              help="push, then replay on the target, when it is reachable.")
+        sync.add_argument("--watch", action="store_true", help="Repeat until stopped.")
+        sync.add_argument("--interval", type=float, default=60.0,
+                          help="Seconds between cycles with --watch (default 60); after a "
+                               "failed cycle the wait doubles, up to --max-backoff.")
+        sync.add_argument("--max-backoff", type=float, default=900.0)
+        sync.add_argument("--max-cycles", type=int, default=None,
+                          help="Stop --watch after this many cycles.")
+        status = sub.add_parser("status", help="Per producer: held, gaps, pending, errors.")
+        status.add_argument("--alias", help="Alias to report on (default: the local alias).")
+        export = sub.add_parser("export", parents=[common, source],
+                                help="Write pending transactions to a batch file.")
+        export.add_argument("path")
+        export.add_argument("--mark", action="store_true",
+                            help="Mark the exported rows sent (default: leave them pending, "
+                                 "so the next file carries them again if this one is lost).")
+        import_ = sub.add_parser("import", parents=[common],
+                                 help="Load batch files into this node's inbox.")
+        import_.add_argument("paths", nargs="+")
+        import_.add_argument("--target", help="Alias to load into (default: the local alias).")
+
+    def handle(self, *args, subcommand, **options):
+        self.verbosity = options["verbosity"]
+        code, message = getattr(self, f"do_{subcommand}")(**options)
+        if code != Exit.OK:
+            raise CommandError(message, returncode=int(code))
+
+    # helpers ----------------------------------------------------------------
+
+    def say(self, text: str) -> None:
+        if self.verbosity:
+            self.stdout.write(text)
+
+    def alias(self, name: str | None, default: str) -> str:
+        alias = name or default
+        if settings.DATABASES.get(alias, {}).get("ENGINE", DUMMY) == DUMMY:
+            raise CommandError(f"Database alias {alias!r} is not configured in DATABASES.",
+                               returncode=Exit.USAGE)
+        return alias
+
+    def pair(self, options, source_default: str, target_default: str) -> tuple[str, str]:
+        source = self.alias(options.get("source"), source_default)
+        target = self.alias(options.get("target"), target_default)
+        if source == target:
+            raise CommandError(f"--source and --target are both {source!r}.",
+                               returncode=Exit.USAGE)
+        return source, target
+
+    def reach(self, *aliases: str, timeout: float) -> tuple[Exit, str]:
+        for alias in aliases:
+            reason = unreachable(alias, timeout)
+            if reason:
+                return Exit.UNREACHABLE, f"Cannot reach {alias!r}: {reason}"
+        return Exit.OK, ""
+
+    def push(self, source: str, target: str, batch_size, timeout: float) -> tuple[Exit, str]:
+        code, message = self.reach(target, source, timeout=timeout)
+        if code:
+            return code, message
+        flag = ("is_consumed_middleman" if conf.node_for_alias(target).role == "middleman"
+                else "is_consumed_server")
+        progress = Progress(self.stdout, f"{source} -> {target}")
+        total = CopyResult(0, 0)
+        try:
+            for queryset in pending(source, flag):
+                done = total
+                result = queryset.copy_to_incoming_transaction(
+                    target, batch_size=batch_size,
+                    progress=lambda r: progress.copy(CopyResult(done.copied + r.copied,
+                                                                done.already_present
+                                                                + r.already_present)))
+                total = CopyResult(total.copied + result.copied,
+                                   total.already_present + result.already_present)
+        except CopyInterrupted as exc:
+            return Exit.UNREACHABLE, str(exc)
+        except SyncError as exc:
+            return Exit.REFUSED, str(exc)
+        finally:
+            progress.end()
+        self.say(f"{source} -> {target}: {total.copied} copied, "
+                 f"{total.already_present} already there.")
+        return Exit.OK, ""
+
+    def replay(self, alias: str, batch_size, allow_own_host: bool) -> tuple[Exit, str]:
+        from ...models import IncomingTransaction
+
+        progress = Progress(self.stdout, f"replay on {alias}")
+        try:
+            messages = IncomingTransaction.objects.using(alias).filter(
+                is_consumed=False).deserialize(
+                check_hostname=not allow_own_host, batch_size=batch_size,
+                progress=lambda counts: progress(sum(counts.values())))
+        except ReplayRefused as exc:
+            return Exit.USAGE, str(exc)
+        finally:
+            progress.end()
+        counts: dict[str, int] = {}
+        for message in messages:
+            counts[message.outcome] = counts.get(message.outcome, 0) + 1
+            if message.outcome in ATTENTION and self.verbosity > 1:
+                self.stdout.write(f"  {message}")
+        self.say(f"replay on {alias}: " + (", ".join(
+            f"{count} {outcome}" for outcome, count in sorted(counts.items())) or "nothing to do"))
+        waiting = sum(counts.get(outcome, 0) for outcome in ATTENTION)
+        if waiting:
+            return Exit.ATTENTION, (f"{waiting} transactions on {alias!r} are deferred, in "
+                                    "conflict or in error; see 'manage.py syncrouter status'.")
+        return Exit.OK, ""
+
+    # subcommands ------------------------------------------------------------
+
+    def do_push(self, **options):
+        source, target = self.pair(options, conf.local_alias(), "server")
+        return self.push(source, target, options["batch_size"], options["timeout"])
+
+    def do_pull(self, **options):
+        source, target = self.pair(options, options["source"], conf.local_alias())
+        return self.push(source, target, options["batch_size"], options["timeout"])
+
+    def do_replay(self, **options):
+        alias = self.alias(options["target"], conf.local_alias())
+        return self.replay(alias, options["batch_size"], options["allow_own_host"])
+
+    def do_sync(self, **options):
+        source, target = self.pair(options, conf.local_alias(), "server")
+        cycles, failures = 0, 0
+        while True:
+            code, message = self.push(source, target, options["batch_size"], options["timeout"])
+            if code == Exit.OK:
+                code, message = self.replay(target, options["batch_size"],
+                                            options["allow_own_host"])
+            cycles += 1
+            if not options["watch"] or cycles == options["max_cycles"]:
+                return code, message
+            failures = failures + 1 if code == Exit.UNREACHABLE else 0
+            wait = min(options["interval"] * 2 ** failures, options["max_backoff"])
+            if code:
+                self.say(f"cycle {cycles}: {message}; next try in {wait:g}s")
+            try:
+                time.sleep(wait)
+            except KeyboardInterrupt:
+                return code, message
+
+    def do_status(self, **options):
+        alias = self.alias(options["alias"], conf.local_alias())
+        status = node_status(alias)
+        self.stdout.write(f"{status.node} ({status.role}, alias {alias!r})")
+        self.stdout.write("\nreceived (IncomingTransaction)")
+        self.table(
+            ("producer", "contiguous", "highest", "gaps", "pending", "deferred", "errors",
+             "unforwarded", "last received"),
+            [(p.stream.producer, p.stream.contiguous, p.stream.highest,
+              ",".join(f"{a}-{b}" if a != b else str(a) for a, b in p.stream.gaps) or "-",
+              p.stream.pending, p.stream.deferred, p.stream.errors, p.unforwarded,
+              p.last_received.strftime("%Y-%m-%d %H:%M") if p.last_received else "-")
+             for p in status.inbox])
+        self.stdout.write("\ncaptured here (OutgoingTransaction)")
+        self.table(("producer", "highest", "total", "to server", "to middleman"),
+                   [(p.producer, p.highest, p.total, p.pending_server, p.pending_middleman)
+                    for p in status.outbox])
+        if status.needs_attention:
+            return Exit.ATTENTION, f"Some transactions on {alias!r} are deferred or in error."
+        return Exit.OK, ""
+
+    def table(self, header: tuple, rows: list[tuple]) -> None:
+        if not rows:
+            self.stdout.write("  (none)")
+            return
+        cells = [tuple(str(value) for value in row) for row in [header, *rows]]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+        for row in cells:
+            self.stdout.write("  " + "  ".join(
+                value.ljust(width) if i == 0 else value.rjust(width)
+                for i, (value, width) in enumerate(zip(row, widths))))
+
+    def do_export(self, **options):
+        source = self.alias(options["source"], conf.local_alias())
+        progress = Progress(self.stdout, f"export from {source}")
+        try:
+            manifest = export_transactions(options["path"], pending(source),
+                                           batch_size=options["batch_size"],
+                                           mark=options["mark"], progress=progress)
+        except OSError as exc:
+            return Exit.USAGE, f"Cannot write {options['path']}: {exc}"
+        finally:
+            progress.end()
+        self.say(f"{options['path']}: {manifest.count} transactions from "
+                 f"{len(manifest.producers)} producers (batch {manifest.batch_id})"
+                 + (", marked sent." if options["mark"] else "; left pending."))
+        return Exit.OK, ""
+
+    def do_import(self, **options):
+        target = self.alias(options["target"], conf.local_alias())
+        refused = []
+        for path in options["paths"]:
+            progress = Progress(self.stdout, f"import {path}")
+            try:
+                result = import_transactions(path, target, batch_size=options["batch_size"],
+                                             progress=progress.copy)
+            except SyncError as exc:
+                refused.append(str(exc))
+                self.stderr.write(str(exc))
+                continue
+            finally:
+                progress.end()
+            self.say(f"{path}: {result.copied} imported into {target}, "
+                     f"{result.already_present} already there.")
+        if refused:
+            return Exit.REFUSED, f"{len(refused)} of {len(options['paths'])} files refused."
+        return Exit.OK, ""

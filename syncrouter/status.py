@@ -1,0 +1,73 @@
+"""Where a node stands: what it has received, replayed and still has to send on.
+
+Plain data (dataclasses) so that a script, the admin or ``manage.py syncrouter
+status`` can each present it their own way. A fixed handful of aggregate
+queries per alias, whatever the number of rows.
+"""
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass, field
+
+from django.db.models import Count, Max, Q
+
+from . import conf
+from .replay.gaps import ProducerStream, producer_streams
+
+
+@dataclass(frozen=True)
+class InboxProducer:
+    """One producer's transactions in ``IncomingTransaction`` on the alias."""
+
+    stream: ProducerStream
+    last_received: datetime.datetime | None
+    #: Received but not yet passed on to the next hop (middleman and community nodes).
+    unforwarded: int
+
+
+@dataclass(frozen=True)
+class OutboxProducer:
+    """One producer's transactions in ``OutgoingTransaction`` on the alias."""
+
+    producer: str
+    highest: int
+    total: int
+    #: Not yet copied or exported towards the server.
+    pending_server: int
+    #: Not yet copied to a middleman.
+    pending_middleman: int
+
+
+@dataclass(frozen=True)
+class NodeStatus:
+    alias: str
+    node: str
+    role: str
+    inbox: list[InboxProducer] = field(default_factory=list)
+    outbox: list[OutboxProducer] = field(default_factory=list)
+
+    @property
+    def needs_attention(self) -> bool:
+        """True when some received rows are in error or deferred."""
+        return any(p.stream.errors or p.stream.deferred for p in self.inbox)
+
+
+def node_status(alias: str) -> NodeStatus:
+    """Status of the node behind ``alias``, producers in name order."""
+    from .models import IncomingTransaction, OutgoingTransaction
+
+    node = conf.node_for_alias(alias)
+    received = {row["producer"]: row for row in IncomingTransaction.objects.using(alias)
+                .values("producer").annotate(
+                    last=Max("received_datetime"),
+                    unforwarded=Count("id", filter=Q(is_consumed_server=False)))}
+    inbox = [InboxProducer(stream, received[stream.producer]["last"],
+                           received[stream.producer]["unforwarded"])
+             for stream in producer_streams(alias)]
+    outbox = [OutboxProducer(**row) for row in OutgoingTransaction.objects.using(alias)
+              .values("producer").annotate(
+                  highest=Max("sequence"), total=Count("id"),
+                  pending_server=Count("id", filter=Q(is_consumed_server=False)),
+                  pending_middleman=Count("id", filter=Q(is_consumed_middleman=False)))
+              .order_by("producer")]
+    return NodeStatus(alias=alias, node=node.name, role=node.role, inbox=inbox, outbox=outbox)
