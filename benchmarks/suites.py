@@ -1,0 +1,299 @@
+"""The benchmark rows. Each suite returns ``Row`` objects; every repeat starts from empty tables.
+
+Aliases: rows are written on ``client`` and copied/replayed on ``server``; the
+end-to-end suite also writes on ``client2`` and ``client3``.
+"""
+from __future__ import annotations
+
+from collections import Counter
+
+from django.conf import settings
+from django.db import connections, transaction
+from django.utils import timezone
+
+from syncrouter import serialization as ser
+from syncrouter.models import IncomingTransaction, OutgoingTransaction
+
+from . import databases, oldtools, workload as wl
+from .benchapp.models import Crf, OldTransaction, PlainCrf, PlainVisit, Visit
+from .measure import PeakRSS, Row, attempt, timed
+
+CLIENT, SERVER = "client", "server"
+
+
+class BenchmarkError(RuntimeError):
+    """A run produced wrong data (missing rows, replay errors): its timings mean nothing."""
+
+
+def expect(what: str, got, wanted) -> None:
+    if got != wanted:
+        raise BenchmarkError(f"{what}: got {got!r}, expected {wanted!r}")
+
+
+def fresh(aliases, visits: list[dict]) -> None:
+    databases.reset(*aliases)
+    for alias in aliases:
+        if visits:
+            wl.seed_visits(alias, visits)
+
+
+def outgoing(alias: str = CLIENT) -> int:
+    return OutgoingTransaction.objects.using(alias).count()
+
+
+def db_transactions(alias: str = CLIENT) -> int:
+    return OutgoingTransaction.objects.using(alias).values("db_transaction_id").distinct().count()
+
+
+# ---------------------------------------------------------------- 1, 2: capture
+
+
+def _bulk_capture(row: Row, function, registered: tuple, plain: tuple) -> None:
+    """Time a bulk path on Crf and on PlainCrf; note how many transactions it produced."""
+    before = outgoing()
+    if attempt(row, function, *registered) is not None:
+        produced = outgoing() - before
+        row.notes.update(transactions=produced, captured=produced > 0)
+    row.baseline_seconds.append(timed(function, *plain)[0])
+
+
+def capture(n: int, repeat: int) -> list[Row]:
+    visits, rows = wl.visit_rows(n), wl.crf_rows(n)
+    saves = {
+        atomic: Row(f"capture.save.{'atomic' if atomic else 'autocommit'}", "capture",
+                    f"Crf.save() x N {'in one atomic()' if atomic else 'in autocommit'}",
+                    "PlainCrf.save() x N, same mode (unregistered twin)", n)
+        for atomic in (True, False)}
+    bulk = Row("capture.bulk_create", "capture", "Crf.objects.bulk_create(N)",
+               "PlainCrf.objects.bulk_create(N)", n)
+    update = Row("capture.update", "capture", "Crf.objects.update() of N rows",
+                 "PlainCrf.objects.update() of N rows", n)
+    old = Row("oldtools.capture", "old tools (reproduction)", "Crf.save() x N in autocommit",
+              "PlainCrf.save() x N in autocommit + post_save serializers.serialize(json, "
+              "natural FKs) + ORM create of a transaction row", n)
+    for _ in range(repeat):
+        for atomic, row in saves.items():
+            fresh([CLIENT], visits)
+            seconds, _ = timed(wl.save_each, Crf, CLIENT, wl.loaded_visits(Visit, CLIENT), rows,
+                               atomic)
+            row.syncrouter_seconds.append(seconds)
+            row.notes.update(transactions=outgoing(), db_transactions=db_transactions())
+            seconds, _ = timed(wl.save_each, PlainCrf, CLIENT,
+                               wl.loaded_visits(PlainVisit, CLIENT), rows, atomic)
+            row.baseline_seconds.append(seconds)
+            if not atomic:
+                old.syncrouter_seconds.append(row.syncrouter_seconds[-1])
+        fresh([CLIENT], visits)
+        _bulk_capture(bulk, wl.bulk_create, (Crf, CLIENT, wl.loaded_visits(Visit, CLIENT), rows),
+                      (PlainCrf, CLIENT, wl.loaded_visits(PlainVisit, CLIENT), rows))
+        if Crf.objects.using(CLIENT).count() == n:
+            _bulk_capture(update, wl.update_all, (Crf, CLIENT), (PlainCrf, CLIENT))
+        else:
+            update.error = update.error or "not measured: the Crf rows to update are missing"
+        fresh([CLIENT], visits)
+        with oldtools.capturing(PlainCrf):
+            seconds, _ = timed(wl.save_each, PlainCrf, CLIENT,
+                               wl.loaded_visits(PlainVisit, CLIENT), rows, False)
+        old.baseline_seconds.append(seconds)
+        old.notes.update(old_transactions=OldTransaction.objects.using(CLIENT).count())
+    return [saves[True], saves[False], bulk, update, old]
+
+
+# ---------------------------------------------------------------- 3, 4: copy and replay
+
+
+def _incoming_rows(target_name: str) -> tuple[list[str], list[tuple]]:
+    """The source's outgoing rows as complete IncomingTransaction rows (columns, tuples)."""
+    fields = IncomingTransaction._meta.concrete_fields
+    source = {row["id"]: row for row in OutgoingTransaction.objects.using(CLIENT).values()}
+    now = timezone.now()
+    rows = []
+    for row in source.values():
+        values = dict(row, hops=ser.dumps(ser.loads(row["hops"]) + [target_name]),
+                      received_datetime=now, is_consumed=False, is_deferred=False,
+                      consumed_datetime=None, consumer="", is_consumed_server=False)
+        rows.append(tuple(values[f.attname] for f in fields))
+    return [f.column for f in fields], rows
+
+
+def copy_baseline_bulk_create(target_name: str) -> int:
+    columns, rows = _incoming_rows(target_name)
+    attnames = [f.attname for f in IncomingTransaction._meta.concrete_fields]
+    objects = [IncomingTransaction(**dict(zip(attnames, row))) for row in rows]
+    with transaction.atomic(using=SERVER):
+        IncomingTransaction.objects.using(SERVER).bulk_create(objects, batch_size=1000)
+    return len(objects)
+
+
+def copy_baseline_copy(target_name: str) -> int:
+    """SELECT on the client, then one psycopg COPY into the server's incoming table."""
+    columns, rows = _incoming_rows(target_name)
+    connection = connections[SERVER]
+    table = connection.ops.quote_name(IncomingTransaction._meta.db_table)
+    names = ", ".join(connection.ops.quote_name(c) for c in columns)
+    with transaction.atomic(using=SERVER), connection.cursor() as cursor:
+        with cursor.cursor.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+    return len(rows)
+
+
+def _empty_incoming() -> None:
+    connection = connections[SERVER]
+    table = connection.ops.quote_name(IncomingTransaction._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DELETE FROM {table}")
+
+
+def replay(alias: str = SERVER) -> Counter:
+    messages = IncomingTransaction.objects.using(alias).filter(is_consumed=False).deserialize(
+        check_hostname=False)
+    return Counter(message.outcome for message in messages)
+
+
+def copy_and_replay(n: int, repeat: int) -> list[Row]:
+    visits, rows = wl.visit_rows(n), wl.crf_rows(n)
+    target_name = settings.SYNCROUTER_NODES[SERVER]["name"]
+    copy_sr = "OutgoingTransaction...copy_to_incoming_transaction(server)"
+    baselines = {"bulk_create": ("copy.vs_bulk_create", copy_baseline_bulk_create,
+                                 "SELECT from client + IncomingTransaction bulk_create on server")}
+    if connections[SERVER].vendor == "postgresql":
+        baselines["copy"] = ("copy.vs_copy", copy_baseline_copy,
+                             "SELECT from client + raw psycopg COPY into the same table")
+    copies = {name: Row(key, "copy", copy_sr, label, n)
+              for name, (key, _, label) in baselines.items()}
+    replay_sr = "IncomingTransaction...deserialize(check_hostname=False)"
+    vs_bulk = Row("replay.vs_bulk_create", "replay", replay_sr,
+                  "PlainCrf.objects.bulk_create(N) of the same rows", n)
+    vs_old = Row("replay.vs_oldtools", "replay", replay_sr,
+                 "old tools (reproduction): serializers.deserialize(json) + .save() per row", n)
+    for _ in range(repeat):
+        fresh([CLIENT, SERVER], visits)
+        wl.save_each(Crf, CLIENT, wl.loaded_visits(Visit, CLIENT), rows, atomic=True)
+        for name, (_, function, _) in baselines.items():
+            seconds, copied = timed(function, target_name)
+            expect(f"{name} baseline rows", copied, n)
+            copies[name].baseline_seconds.append(seconds)
+            _empty_incoming()
+        seconds, result = timed(
+            OutgoingTransaction.objects.using(CLIENT).filter(is_consumed_server=False)
+            .copy_to_incoming_transaction, SERVER)
+        expect("copied transactions", tuple(result), (n, 0))
+        for row in copies.values():
+            row.syncrouter_seconds.append(seconds)
+
+        seconds, outcomes = timed(replay)
+        expect("replay outcomes", dict(outcomes), {"inserted": n})
+        expect("Crf rows on server", Crf.objects.using(SERVER).count(), n)
+        vs_bulk.syncrouter_seconds.append(seconds)
+        vs_old.syncrouter_seconds.append(seconds)
+        seconds, _ = timed(wl.bulk_create, PlainCrf, SERVER,
+                           wl.loaded_visits(PlainVisit, SERVER), rows)
+        vs_bulk.baseline_seconds.append(seconds)
+
+        PlainCrf.objects.using(SERVER).all().delete()
+        with oldtools.capturing(PlainCrf):
+            wl.save_each(PlainCrf, CLIENT, wl.loaded_visits(PlainVisit, CLIENT), rows, False)
+        oldtools.copy(CLIENT, SERVER)
+        seconds, replayed = timed(oldtools.replay, SERVER)
+        expect("old tools replayed rows", (replayed, PlainCrf.objects.using(SERVER).count()),
+               (n, n))
+        vs_old.baseline_seconds.append(seconds)
+    return [*copies.values(), vs_bulk, vs_old]
+
+
+# ---------------------------------------------------------------- 5: scale
+
+
+def scale(sizes: list[int], repeat: int) -> list[Row]:
+    """Replay at growing N, with the sampled peak RSS increase of each side."""
+    result = []
+    for size in sizes:
+        visits, rows = wl.visit_rows(size), wl.crf_rows(size)
+        row = Row(f"scale.replay.{size}", "scale",
+                  "deserialize(check_hostname=False) of N transactions",
+                  "PlainCrf.objects.bulk_create(N) of the same rows", size,
+                  notes={"memory": "peak RSS increase, sampled every 5 ms (not tracemalloc)"})
+        for _ in range(repeat):
+            fresh([CLIENT, SERVER], visits)
+            client_visits = wl.loaded_visits(Visit, CLIENT)
+            for start in range(0, size, 1000):
+                wl.save_each(Crf, CLIENT, client_visits[start:start + 1000],
+                             rows[start:start + 1000], atomic=True)
+            del client_visits
+            seconds, _ = timed(OutgoingTransaction.objects.using(CLIENT)
+                               .copy_to_incoming_transaction, SERVER)
+            row.notes["copy_seconds"] = round(seconds, 3)
+            with PeakRSS() as memory:
+                seconds, outcomes = timed(replay)
+            expect(f"replay outcomes at N={size}", dict(outcomes), {"inserted": size})
+            row.syncrouter_seconds.append(seconds)
+            row.notes["syncrouter_peak_rss_mb"] = _mb(memory.delta)
+            with PeakRSS() as memory:
+                seconds, _ = timed(wl.bulk_create, PlainCrf, SERVER,
+                                   wl.loaded_visits(PlainVisit, SERVER), rows)
+            row.baseline_seconds.append(seconds)
+            row.notes["baseline_peak_rss_mb"] = _mb(memory.delta)
+        result.append(row)
+    return result
+
+
+def _mb(delta: int | None) -> float | None:
+    return None if delta is None else round(delta / 2**20, 1)
+
+
+# ---------------------------------------------------------------- 6: end to end
+
+
+def _field_work(clients, per_client: int, visit_model, crf_model) -> None:
+    """Each client records its visits and CRFs, one visit + form per atomic block."""
+    for index, alias in enumerate(clients):
+        visits = wl.visit_rows(per_client, prefix=f"C{index}-")
+        for visit, row in zip(visits, wl.crf_rows(per_client, seed=f"crf-{alias}")):
+            with transaction.atomic(using=alias):
+                saved = visit_model(**visit)
+                saved.save(using=alias, force_insert=True)
+                crf_model(visit=saved, **row).save(using=alias, force_insert=True)
+
+
+def end_to_end_syncrouter(clients, per_client: int) -> Counter:
+    _field_work(clients, per_client, Visit, Crf)
+    for alias in clients:
+        OutgoingTransaction.objects.using(alias).filter(
+            is_consumed_server=False).copy_to_incoming_transaction(SERVER)
+    return replay()
+
+
+def end_to_end_baseline(clients, per_client: int) -> None:
+    """The same field work on the unregistered twins, then a plain dump-and-load to the server."""
+    _field_work(clients, per_client, PlainVisit, PlainCrf)
+    for alias in clients:
+        for model in (PlainVisit, PlainCrf):
+            objects = list(model.objects.using(alias).all())
+            with transaction.atomic(using=SERVER):
+                model.objects.using(SERVER).bulk_create(objects, batch_size=1000)
+
+
+def end_to_end(n: int, repeat: int) -> list[Row]:
+    clients = settings.CLIENTS
+    per_client = max(1, n // len(clients))
+    total = per_client * len(clients)
+    row = Row("e2e.clients_to_server", "end-to-end",
+              f"{len(clients)} clients save Visit+Crf, copy to server, replay",
+              "same saves on unregistered twins, then SELECT + bulk_create on server", 2 * total,
+              notes={"clients": len(clients), "rows_per_client": per_client * 2,
+                     "sequential": "clients run one after another in one process"})
+    for _ in range(repeat):
+        databases.reset(*clients, SERVER)
+        seconds, outcomes = timed(end_to_end_syncrouter, clients, per_client)
+        expect("end-to-end replay outcomes", dict(outcomes), {"inserted": 2 * total})
+        expect("end-to-end server counts", (Visit.objects.using(SERVER).count(),
+                                            Crf.objects.using(SERVER).count()), (total, total))
+        row.syncrouter_seconds.append(seconds)
+        seconds, _ = timed(end_to_end_baseline, clients, per_client)
+        expect("end-to-end baseline server counts", (
+            PlainVisit.objects.using(SERVER).count(), PlainCrf.objects.using(SERVER).count()),
+            (total, total))
+        row.baseline_seconds.append(seconds)
+    row.notes["counts_match"] = True
+    return [row]
