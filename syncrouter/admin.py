@@ -1,6 +1,8 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
+from .exceptions import SyncError
 from .models import Conflict, IncomingTransaction, OutgoingTransaction
+from .replay import conflicts
 
 
 class TransactionAdmin(admin.ModelAdmin):
@@ -33,6 +35,37 @@ class IncomingTransactionAdmin(TransactionAdmin):
 
 @admin.register(Conflict)
 class ConflictAdmin(admin.ModelAdmin):
-    list_display = ("created", "model", "key", "producer", "policy", "resolution")
+    """The conflict ledger. Decisions go through ``conflicts.resolve()``, never a raw edit."""
+
+    list_display = ("created", "model", "key", "producer", "policy", "resolution",
+                    "resolved_by")
     list_filter = ("resolution", "policy", "model")
-    readonly_fields = [f.name for f in Conflict._meta.fields if f.name != "resolution"]
+    search_fields = ("tx_id", "key", "producer")
+    actions = ("keep_server_row", "apply_incoming_change")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_resolve_permission(self, request) -> bool:
+        return request.user.has_perm("syncrouter.change_conflict")
+
+    def _resolve(self, request, queryset, keep: str) -> None:
+        for conflict in queryset:
+            try:
+                conflicts.resolve(conflict, keep=keep, by=request.user.get_username())
+            except SyncError as exc:
+                self.message_user(request, str(exc), messages.ERROR)
+        self.message_user(request, "Decided; the next replay on this node acts on it.")
+
+    @admin.action(description="Keep this node's row (discard the incoming change)",
+                  permissions=["resolve"])
+    def keep_server_row(self, request, queryset):
+        self._resolve(request, queryset, "server")
+
+    @admin.action(description="Apply the incoming change over this node's row",
+                  permissions=["resolve"])
+    def apply_incoming_change(self, request, queryset):
+        self._resolve(request, queryset, "incoming")

@@ -162,3 +162,28 @@ def test_model_policy_overrides_the_default(nodes, monkeypatch):
         messages = replay(nodes.server)
     assert messages[("laptop-b", 1)].outcome == "error"
     assert "Conflict policy 'sometimes' for testapp.household" in messages[("laptop-b", 1)].text
+
+
+def test_admin_action_decides_through_resolve(nodes, monkeypatch):
+    from django.contrib import admin
+    from django.contrib.auth.models import Permission, User
+    from django.contrib.messages.storage.cookie import CookieStorage
+    from django.test import RequestFactory
+
+    from syncrouter.admin import ConflictAdmin
+
+    with override_settings(SYNCROUTER_CONFLICT_POLICY="manual"):
+        play(nodes, monkeypatch, "U", "D")
+    model_admin = ConflictAdmin(Conflict, admin.site)
+    request = RequestFactory().post("/")
+    request._messages = CookieStorage(request)
+    request.user = User.objects.using(nodes.server).create(username="dr.moyo")
+    assert not model_admin.has_resolve_permission(request)
+    request.user.user_permissions.add(Permission.objects.db_manager(
+        nodes.server).get_by_natural_key("change_conflict", "syncrouter", "conflict"))
+    request.user = User.objects.using(nodes.server).get(pk=request.user.pk)  # fresh perm cache
+    assert model_admin.has_resolve_permission(request)
+    model_admin.keep_server_row(request, Conflict.objects.using(nodes.server).all())
+    conflict = Conflict.objects.using(nodes.server).get()
+    assert (conflict.resolution, conflict.resolved_by) == ("server_kept", "dr.moyo")
+    assert not model_admin.has_change_permission(request, conflict)
