@@ -44,3 +44,19 @@ SYNCROUTER_NODES = {
     "pgserver": {"name": "community-pg", "role": "community"},
 }
 LOGGING_CONFIG = None
+
+# What django.contrib.admin's system checks require (the conflict ledger's admin is tested).
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+]
+TEMPLATES = [{
+    "BACKEND": "django.template.backends.django.DjangoTemplates",
+    "APP_DIRS": True,
+    "OPTIONS": {"context_processors": [
+        "django.template.context_processors.request",
+        "django.contrib.auth.context_processors.auth",
+        "django.contrib.messages.context_processors.messages",
+    ]},
+}]
