@@ -1,25 +1,31 @@
-"""Per-connection switch that keeps replayed writes from being captured again (no echo).
+"""Per-connection switches: replay in progress (no echo), writes made by capture.
 
 Django keeps one connection object per alias and thread, so a flag on it covers
-exactly the writes replay makes through that alias in this thread.
+exactly the writes made through that alias in this thread.
 """
 from contextlib import contextmanager
 
 from django.db import connections
 
-_FLAG = "syncrouter_replaying"
-
-
-def is_replaying(alias: str) -> bool:
-    return getattr(connections[alias], _FLAG, False)
+_REPLAYING = "syncrouter_replaying"
 
 
 @contextmanager
-def replaying(alias: str):
+def connection_flag(alias: str, name: str):
+    """Set the flag ``name`` on ``alias``'s connection for the block (nestable)."""
     connection = connections[alias]
-    previous = getattr(connection, _FLAG, False)
-    setattr(connection, _FLAG, True)
+    previous = getattr(connection, name, False)
+    setattr(connection, name, True)
     try:
         yield
     finally:
-        setattr(connection, _FLAG, previous)
+        setattr(connection, name, previous)
+
+
+def is_replaying(alias: str) -> bool:
+    return getattr(connections[alias], _REPLAYING, False)
+
+
+def replaying(alias: str):
+    """Replay writes in this block: capture stays off for them (guarantee 4)."""
+    return connection_flag(alias, _REPLAYING)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import re
-from contextlib import contextmanager
 
 import sqlparse
 from django.db import connections
@@ -32,7 +31,7 @@ from sqlparse.exceptions import SQLParseError
 
 from .. import conf
 from ..exceptions import SyncError
-from .context import is_replaying
+from .context import connection_flag, is_replaying
 
 logger = logging.getLogger("syncrouter.rawsql")
 
@@ -44,16 +43,9 @@ _TARGET_AFTER = {"INSERT": ("INTO",), "REPLACE": ("INTO",), "UPDATE": ("UPDATE",
                  "DELETE": ("FROM",), "TRUNCATE": ("TABLE", "TRUNCATE"), "MERGE": ("INTO",)}
 
 
-@contextmanager
 def captured_writes(alias: str):
     """Mark the writes made on ``alias`` inside the block as seen by capture."""
-    connection = connections[alias]
-    previous = getattr(connection, _FLAG, False)
-    setattr(connection, _FLAG, True)
-    try:
-        yield
-    finally:
-        setattr(connection, _FLAG, previous)
+    return connection_flag(alias, _FLAG)
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][\w$]*")
