@@ -223,11 +223,12 @@ def apply_row(model, action: str, payload: dict, alias: str, tx,
         return "skipped", "already present with the same values"
     if action == "I" or other:
         payload = {**payload, "before": conflicts.as_unknown_base(payload["fields"])}
-    if conflicts.mismatches(model, existing, payload["before"] or {}):
+    differing = conflicts.mismatches(model, existing, payload["before"] or {})
+    if differing:
         stale = _stale(model, tx, alias, existing)
         if stale:
             return stale
-    decision, text = conflicts.check(model, existing, payload, alias, tx, gap)
+    decision, text = conflicts.check(model, existing, payload, alias, tx, gap, differing)
     if decision == "apply":
         if other:  # this node's row keeps its identity; children point to it
             values.pop(model._meta.pk.attname, None)

@@ -149,7 +149,8 @@ def _decide(policy: str, tx, current_hlc: int | None) -> str:
 
 
 def check(model, existing, payload: dict, alias: str, tx,
-          gap: tuple[int, int] | None = None) -> tuple[str, str]:
+          gap: tuple[int, int] | None = None,
+          differing: dict | None = None) -> tuple[str, str]:
     """Decide an update/delete of ``existing``: ("apply" | "skip", conflict text).
 
     ``existing`` is None when this node deleted the row the change is about.
@@ -157,7 +158,8 @@ def check(model, existing, payload: dict, alias: str, tx,
     raises ``Outcome("held")`` carrying its unsaved ledger row. ``gap`` is a
     range of this producer's earlier sequences not here yet: while one is
     missing, a differing before-state may be that missing change, so the
-    transaction waits instead of becoming a conflict.
+    transaction waits instead of becoming a conflict. ``differing`` is
+    ``mismatches(model, existing, before)`` when the caller has it already.
     """
     from ..models import Conflict
 
@@ -170,7 +172,7 @@ def check(model, existing, payload: dict, alias: str, tx,
         return decision, f"conflict #{recorded.pk} resolved: {recorded.get_resolution_display()}"
     if existing is None:
         differing = {name: (base, None) for name, base in before.items()}
-    else:
+    elif differing is None:
         differing = mismatches(model, existing, before)
     label = model._meta.label_lower
     if not differing:
