@@ -1,7 +1,8 @@
 """Every syncrouter setting, with its default, in one place.
 
-Settings are read on each access (not cached at import) so that tests and
-``override_settings`` see the value in force.
+Values are cached: the capture path reads several of them on every captured
+``save()``, and a Django settings lookup of an undefined name costs microseconds.
+The cache is cleared on ``setting_changed``, which ``override_settings`` sends.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from django.conf import settings as django_settings
+from django.core.signals import setting_changed
 
 ROLES = ("client", "middleman", "community", "central")
 
@@ -30,8 +32,22 @@ DEFAULTS = {
 }
 
 
+_cache: dict[str, object] = {}  # setting name, or 'node:<alias>' -> value
+
+
 def get(name: str):
-    return getattr(django_settings, name, DEFAULTS[name])
+    try:
+        return _cache[name]
+    except KeyError:
+        value = _cache[name] = getattr(django_settings, name, DEFAULTS[name])
+        return value
+
+
+def _forget(**kwargs) -> None:
+    _cache.clear()
+
+
+setting_changed.connect(_forget, dispatch_uid="syncrouter.conf")
 
 
 def capture_enabled() -> bool:
@@ -70,6 +86,13 @@ def node_for_alias(alias: str) -> Node:
     Defaults: the name is ``<hostname>-<alias>``; the role is ``client`` for the
     local alias and ``community`` for any other alias.
     """
+    key = f"node:{alias}"
+    if key not in _cache:
+        _cache[key] = _node(alias)
+    return _cache[key]
+
+
+def _node(alias: str) -> Node:
     declared = get("SYNCROUTER_NODES").get(alias, {})
     default_role = "client" if alias == local_alias() else "community"
     role = declared.get("role", default_role)
