@@ -70,6 +70,29 @@ def test_bulk_writes_cost_a_constant_number_of_queries(alias):
     assert OutgoingTransaction.objects.using(alias).filter(action="U").count() == 2 * 160
 
 
+def delete_cost(alias: str, count: int, prefix: str) -> int:
+    """Queries taken by a queryset delete of ``count`` CRFs (natural keys three FKs deep)."""
+    factories.load_symptoms(alias)
+    factories.study(alias, 1, count, 1, prefix=prefix)
+    doomed = CrfOne.objects.using(alias).filter(
+        subject_visit__household_member__household__household_identifier=f"{prefix}000")
+    with CaptureQueriesContext(connections[alias]) as deleted:
+        doomed.delete()
+    return len(deleted)
+
+
+@pytest.mark.parametrize("alias", ["client", "pgclient"])
+def test_deletes_cost_a_constant_number_of_queries(alias):
+    """The natural keys and before-state of deleted rows come from one load, not a query each."""
+    if alias not in connections.settings:
+        pytest.skip("PostgreSQL not configured")
+    assert delete_cost(alias, 5, "A") == delete_cost(alias, 40, "B")
+    deletes = [ser.loads(tx) for tx in OutgoingTransaction.objects.using(alias).filter(
+        action="D").values_list("tx", flat=True)]
+    assert len(deletes) == 45
+    assert all(d["before"]["subject_visit"] == d["nk"] for d in deletes)
+
+
 def test_bulk_create_ignore_conflicts_records_only_rows_written(nodes):
     Clinic.objects.using(nodes.client).create(code="C1", name="old")
     Clinic.objects.using(nodes.client).bulk_create(

@@ -78,13 +78,20 @@ def record_save(instance, using: str, created: bool) -> None:
     _remember_saved(instance)
 
 
+def _encode_loaded(instance, field, value, using: str):
+    """Travelling value of a loaded value; an unchanged FK uses the instance's cached row."""
+    if field.is_relation and value == getattr(instance, field.attname):
+        return ser.encode_field(instance, field)
+    return ser.encode_value(field, value, using)
+
+
 def record_delete(instance, using: str) -> None:
     model = _concrete(instance)
     loaded = _loaded_map(instance)
     if loaded is None:
         before = ser.row_fields(instance)
     else:
-        before = {f.name: ser.encode_value(f, loaded[f.attname], using)
+        before = {f.name: _encode_loaded(instance, f, loaded[f.attname], using)
                   for f in ser.synced_fields(model) if f.attname in loaded}
     outbox.record(using, model, instance.pk, "D", {**_head(model, instance), "before": before})
 
