@@ -5,8 +5,9 @@ row. Most of a first sync is inserts of rows the node has never seen, and for
 those the per-row work can be done for the whole batch at once: one query finds
 which primary keys exist, one which natural keys do, one per foreign key which
 parents exist, one which rows a later change of the same producer supersedes;
-then one ``bulk_create`` and one UPDATE of the consumed marks, in one database
-transaction (guarantee 3).
+then one bulk INSERT (``bulk.insert``: COPY on PostgreSQL) and one UPDATE of
+the consumed marks, in one database transaction (guarantee 3). The values are
+written as the producer sent them, ``auto_now`` fields included.
 
 A unit goes the row-by-row way instead when anything about it is not plain: a
 row already here (by primary key or natural key), a parent not found, a
@@ -21,14 +22,14 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
-from django.db import models, transaction
-from django.db.models import Q
-from django.utils import timezone
+from django.db import connections, transaction
+from django.db.models import F, Q
 
 from .. import serialization as ser
 from ..capture.context import replaying
+from ..lookups import AnyOf
 from ..signals import post_replay, pre_replay
-from . import natural
+from . import bulk, keys, natural, values
 from .messages import Outcome
 
 logger = logging.getLogger("syncrouter.replay")
@@ -36,8 +37,12 @@ logger = logging.getLogger("syncrouter.replay")
 
 def batchable(model, payload: dict, action: str) -> bool:
     """Whether a row may take the fast path (before looking at the database)."""
-    return (action == "I" and "m2m" not in payload and payload.get("pk") is not None
-            and not model._meta.parents and not getattr(model, "sync_replay_save", False))
+    if action not in ("I", "U") or "m2m" in payload or payload.get("pk") is None:
+        return False
+    if model._meta.parents or getattr(model, "sync_replay_save", False):
+        return False
+    return action == "I" or (isinstance(payload.get("before"), dict)
+                             and payload.get("old_nk", payload["nk"]) == payload["nk"])
 
 
 def _fk_fields(model) -> list:
@@ -45,20 +50,22 @@ def _fk_fields(model) -> list:
 
 
 def _resolve_parents(model, items, alias: str) -> dict:
-    """(field name, key text) -> target value, for every foreign key in the batch."""
+    """(field name, key text) -> target value, for every foreign key value in the batch,
+    after the change and (for updates) before it."""
     wanted = defaultdict(list)
     for item in items:
-        for field in _fk_fields(model):
-            key = item.payload["fields"].get(field.name)
-            if key is not None:
-                wanted[field].append(key)
+        for state in (item.payload["fields"], item.payload.get("before") or {}):
+            for field in _fk_fields(model):
+                key = state.get(field.name)
+                if key is not None:
+                    wanted[field].append(key)
     resolved = {}
-    for field, keys in wanted.items():
+    for field, wanted_keys in wanted.items():
         target = field.remote_field.model
-        found = natural.resolve(target, keys, alias)
+        found = natural.resolve(target, wanted_keys, alias)
         if field.target_field.attname != target._meta.pk.attname:  # to_field
             by_pk = dict(target._base_manager.using(alias).filter(
-                pk__in=list(found.values())).values_list("pk", field.target_field.attname))
+                AnyOf(F("pk"), found.values())).values_list("pk", field.target_field.attname))
             found = {text: by_pk[pk] for text, pk in found.items()}
         for text, value in found.items():
             resolved[(field.name, text)] = value
@@ -69,128 +76,122 @@ def _superseded(label: str, items, alias: str) -> set:
     """Ids of transactions a later change of the same row by the same producer overtakes."""
     from ..models import IncomingTransaction
 
-    rows = {item.row.tx_pk: item.row for item in items}
+    rows = defaultdict(list)
+    for item in items:
+        rows[item.row.tx_pk].append(item.row)
     later = IncomingTransaction.objects.using(alias).filter(
-        tx_name=label, tx_pk__in=list(rows), is_error=False).filter(
+        AnyOf(F("tx_pk"), rows), tx_name=label, is_error=False).filter(
         Q(is_consumed=True) | Q(action="D")).values_list("tx_pk", "producer", "sequence")
-    stale = set()
-    for tx_pk, producer, sequence in later:
-        row = rows[tx_pk]
-        if producer == row.producer and sequence > row.sequence:
-            stale.add(row.id)
-    return stale
+    return {row.id for tx_pk, producer, sequence in later for row in rows[tx_pk]
+            if producer == row.producer and sequence > row.sequence}
 
 
-def _fields(model) -> dict:
-    """Payload field name -> concrete field, for the payload names this node knows."""
-    return {f.name: f for f in model._meta.concrete_fields}
+class _Batch:
+    """What the database holds for the rows of a batch, read in a few queries."""
 
+    def __init__(self, model, items, alias: str):
+        self.columns = values.columns(model, connections[alias].vendor)
+        pks = {str(item.payload["pk"]) for item in items}
+        self.current = {str(obj.pk): obj for obj in model._base_manager.using(alias).filter(
+            AnyOf(F("pk"), pks))}
+        self.keys = natural.resolve(model, [item.payload["nk"] for item in items], alias)
+        self.parents = _resolve_parents(model, items, alias)
+        self.stale = _superseded(model._meta.label_lower, items, alias)
+        self.seen: set = set()
 
-#: Fields whose JSON value is already the Python value when it has this type.
-_NATIVE = ((models.BooleanField, bool), (models.IntegerField, int), (models.FloatField, float),
-           (models.CharField, str), (models.TextField, str))
-
-
-def _native_type(field) -> type | None:
-    return next((kind for cls, kind in _NATIVE if isinstance(field, cls)), None)
-
-
-def _build(model, fields: dict, natives: dict, item, parents: dict):
-    """The unsaved instance for one insert, or None if it needs the row-by-row path."""
-    values = {}
-    for name, value in item.payload["fields"].items():
-        field = fields.get(name)
-        if field is None:
-            return None  # unknown here: the row-by-row path names it
-        if value is None:
-            values[field.attname] = None
-        elif field.is_relation:
-            target = parents.get((name, ser.dumps(value)))
-            if target is None:
+    def plan(self, item) -> tuple | None:
+        """(values to write, the row it changes or None) if ``item`` may take the fast path."""
+        pk, key = str(item.payload["pk"]), ser.dumps(item.payload["nk"])
+        if pk in self.seen or key in self.seen or item.row.id in self.stale:
+            return None
+        existing = self.current.get(pk)
+        if item.row.action == "I":
+            if existing is not None or key in self.keys:
                 return None
-            values[field.attname] = target
-        elif type(value) is natives[name]:
-            values[field.attname] = value
-        else:
-            try:
-                values[field.attname] = ser.decode_value(field, value)
-            except Exception:  # the row-by-row path reports the bad value
-                return None
-    if len(values) == len(fields):  # every column: positional, as Model.from_db does
-        return model(*[values[f.attname] for f in fields.values()])
-    return model(**values)
+            return self.columns.read(item.payload["fields"], self.parents), None
+        if existing is None or str(self.keys.get(key)) != pk:
+            return None
+        before = self.columns.values_of(existing)
+        after = self.columns.read(item.payload["fields"], self.parents, before)
+        if after == before or not self.columns.holds(existing, item.payload["before"],
+                                                     self.parents):
+            return None  # already applied, or a conflict: the row-by-row path says which
+        return after, existing
 
 
-def split(model, units: list, alias: str) -> tuple[list, list]:
-    """(fast units with their instances, units for the row-by-row path), in order."""
-    items = [item for unit in units for item in unit]
-    label = model._meta.label_lower
-    pks = {str(item.payload["pk"]) for item in items}
-    present_pks = {str(pk) for pk in model._base_manager.using(alias).filter(
-        pk__in=list(pks)).values_list("pk", flat=True)}
-    present_keys = natural.resolve(model, [item.payload["nk"] for item in items], alias)
-    parents = _resolve_parents(model, items, alias)
-    stale = _superseded(label, items, alias)
-    seen_pks, seen_keys = set(), set()
-    fast, slow, fields = [], [], _fields(model)
-    natives = {name: _native_type(field) for name, field in fields.items()}
+def split(model, units: list, alias: str, held: dict) -> tuple[list, list]:
+    """(fast units with their planned writes, units for the row-by-row path), in order.
+
+    A unit goes whole one way or the other. Fast units are written before slow
+    ones, so a slow unit keeps on the slow path every later unit that writes
+    the same row, and every later unit of its producer that touches one of its
+    keys (as a parent, say); so do the keys in ``held`` (producer -> keys its
+    earlier rows left unapplied in this run). The row-by-row path then applies
+    them in order, or defers them behind the row that holds them (guarantee 5).
+    """
+    batch = _Batch(model, [item for unit in units for item in unit], alias)
+    blocked = defaultdict(set, {producer: set(held_keys) for producer, held_keys in held.items()})
+    fast, slow = [], []
     for unit in units:
-        built = []
+        writes = []
         for item in unit:
-            pk, key = str(item.payload["pk"]), ser.dumps(item.payload["nk"])
-            obj = None
-            if not (pk in present_pks or key in present_keys or item.row.id in stale
-                    or pk in seen_pks or key in seen_keys):
-                obj = _build(model, fields, natives, item, parents)
-            seen_pks.add(pk)
-            seen_keys.add(key)
-            if obj is None:
+            if blocked[item.row.producer] & keys.touched(item.row, item.payload, model):
                 break
-            built.append(obj)
-        if len(built) == len(unit):
-            fast.append((unit, built))
+            try:
+                planned = batch.plan(item)
+            except values.Unfit:
+                planned = None
+            if planned is None:
+                break
+            writes.append(planned)
+        for item in unit:
+            batch.seen.update((str(item.payload["pk"]), ser.dumps(item.payload["nk"])))
+        if len(writes) == len(unit):
+            fast.append((unit, writes))
         else:
             slow.append(unit)
+            for item in unit:
+                blocked[item.row.producer] |= keys.own(item.row, item.payload)
     return fast, slow
 
 
-def _stamped(model) -> list[str]:
-    return [f.name for f in model._meta.concrete_fields
-            if getattr(f, "auto_now", False) or getattr(f, "auto_now_add", False)]
-
-
 def write(model, fast: list, alias: str, consumer: str) -> bool:
-    """Insert the instances and consume their transactions in one database transaction.
+    """Write the planned rows and consume their transactions in one database transaction.
 
-    Returns False (and writes nothing) if the database refused the batch.
+    New rows go in with one bulk INSERT, changed rows with one bulk UPDATE of
+    every column. Model instances are built only when a ``pre_replay`` or
+    ``post_replay`` receiver listens for the model; one that changes them in
+    ``pre_replay`` changes what is written. Returns False (and writes nothing)
+    if the database or a receiver refused the batch.
     """
-    from ..models import IncomingTransaction
-
-    objs = [obj for _, built in fast for obj in built]
-    rows = [item.row for unit, _ in fast for item in unit]
-    stamped = _stamped(model)
+    columns = values.columns(model, connections[alias].vendor)
+    writes = [write for _, unit_writes in fast for write in unit_writes]
+    transactions = [item.row for unit, _ in fast for item in unit]
+    listening = pre_replay.has_listeners(model) or post_replay.has_listeners(model)
     try:
         with transaction.atomic(using=alias), replaying(alias):
-            pre_replay.send(sender=model, alias=alias, instances=objs, transactions=rows)
-            values = {name: [getattr(o, model._meta.get_field(name).attname) for o in objs]
-                      for name in stamped}
-            model._base_manager.using(alias).bulk_create(objs)
-            if stamped:  # bulk_create stamps this node's clock; keep the producer's
-                for name, column in values.items():
-                    attname = model._meta.get_field(name).attname
-                    for obj, value in zip(objs, column):
-                        setattr(obj, attname, value)
-                model._base_manager.using(alias).bulk_update(objs, stamped)
-            consumed = IncomingTransaction.objects.using(alias).filter(
-                id__in=[row.id for row in rows], is_consumed=False).update(
-                is_consumed=True, is_deferred=False, is_error=False, error="",
-                consumed_datetime=timezone.now(), consumer=consumer)
-            if consumed != len(rows):
+            if listening:
+                objs = [columns.instance(row, existing) for row, existing in writes]
+                pre_replay.send(sender=model, alias=alias, instances=objs,
+                                transactions=transactions)
+                writes = [(columns.values_of(obj), existing)
+                          for obj, (_, existing) in zip(objs, writes)]
+            connection = connections[alias]
+            new = [columns.prepare(row, connection) for row, existing in writes
+                   if existing is None]
+            changed = [columns.pk_last(columns.prepare(row, connection))
+                       for row, existing in writes if existing is not None]
+            if new:
+                bulk.insert(model, columns.names, new, alias)
+            if changed:
+                bulk.update(model, columns.pk_last(columns.names)[:-1], changed, alias)
+            if bulk.consume([tx.id for tx in transactions], alias, consumer) != len(transactions):
                 raise Outcome("skipped", "some rows were consumed by another replay")
-            post_replay.send(sender=model, alias=alias, instances=objs, transactions=rows)
+            if listening:
+                post_replay.send(sender=model, alias=alias, instances=objs,
+                                 transactions=transactions)
     except Exception as exc:  # a constraint, a receiver: the row-by-row path reports it
-        logger.info("Batch insert of %d %s rows on %s refused (%s); replaying them one by one.",
-                    len(objs), model._meta.label_lower, alias, exc)
+        logger.info("Batch write of %d %s rows on %s refused (%s); replaying them one by one.",
+                    len(writes), model._meta.label_lower, alias, exc)
         return False
     return True
-

@@ -17,8 +17,10 @@ from functools import lru_cache
 
 from django.core.exceptions import FieldDoesNotExist
 from django.db import models
+from django.db.models import F
 
 from .. import serialization as ser
+from ..lookups import AnyOf
 
 logger = logging.getLogger("syncrouter.replay")
 
@@ -86,9 +88,9 @@ def resolve(model: type[models.Model], keys, alias: str) -> dict[str, object]:
     for start in range(0, len(items), CHUNK):
         chunk = items[start:start + CHUNK]
         try:
-            filters = {f"{path}__in": {key[i] for _, key in chunk}
-                       for i, path in enumerate(paths)}
-            for *values, pk in manager.filter(**filters).values_list(*paths, "pk"):
+            filters = [AnyOf(F(path), {key[i] for _, key in chunk})
+                       for i, path in enumerate(paths)]
+            for *values, pk in manager.filter(*filters).values_list(*paths, "pk"):
                 text = ser.dumps(values)
                 if text in wanted:
                     seen[text] = seen.get(text, 0) + 1

@@ -218,11 +218,11 @@ class Command(BaseCommand):
             return Exit.USAGE, str(exc)
         finally:
             progress.end()
-        counts: dict[str, int] = {}
-        for message in messages:
-            counts[message.outcome] = counts.get(message.outcome, 0) + 1
-            if message.outcome in ATTENTION and self.verbosity > 1:
-                self.stdout.write(f"  {message}")
+        counts = messages.counts
+        if self.verbosity > 1:
+            for message in messages:
+                if message.outcome in ATTENTION:
+                    self.stdout.write(f"  {message}")
         self.say(f"replay on {alias}: " + (", ".join(
             f"{count} {outcome}" for outcome, count in sorted(counts.items())) or "nothing to do"))
         waiting = sum(counts.get(outcome, 0) for outcome in ATTENTION)
