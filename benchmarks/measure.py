@@ -100,22 +100,27 @@ def _release_free_memory() -> None:
 
 
 class PeakRSS:
-    """Peak resident set size above the starting value while the block runs.
+    """The process's resident set size while the block runs: ``start``, ``peak`` and
+    ``delta`` (peak above start), in bytes.
 
-    Sampled every 5 ms from /proc/self/statm by a thread: unlike tracemalloc it does
-    not slow the measured code down, and it counts memory held by C extensions
-    (psycopg, sqlite3). Linux only; elsewhere ``delta`` stays None.
+    Both are needed: a memory budget is about the whole process (``peak``), how much
+    the measured call holds is ``delta``. Sampled every 5 ms from /proc/self/statm by
+    a thread: unlike tracemalloc it does not slow the measured code down, and it
+    counts memory held by C extensions (psycopg, sqlite3). Linux only; elsewhere all
+    three stay None.
     """
 
     def __init__(self, interval: float = 0.005):
         self.interval = interval
+        self.start: int | None = None
+        self.peak: int | None = None
         self.delta: int | None = None
 
     def __enter__(self):
         if not os.path.exists("/proc/self/statm"):
             return self
         _release_free_memory()
-        self._start = self._peak = _rss_bytes()
+        self.start = self.peak = _rss_bytes()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
@@ -123,12 +128,12 @@ class PeakRSS:
 
     def _sample(self):
         while not self._stop.wait(self.interval):
-            self._peak = max(self._peak, _rss_bytes())
+            self.peak = max(self.peak, _rss_bytes())
 
     def __exit__(self, *exc):
         if hasattr(self, "_thread"):
             self._stop.set()
             self._thread.join()
-            self._peak = max(self._peak, _rss_bytes())
-            self.delta = self._peak - self._start
+            self.peak = max(self.peak, _rss_bytes())
+            self.delta = self.peak - self.start
         return False

@@ -39,9 +39,14 @@ def capturing(model):
 
 
 def copy(source: str, target: str) -> int:
-    """Move the transaction rows to the target (setup for replay; not timed)."""
-    rows = list(OldTransaction.objects.using(source).filter(is_consumed=False))
+    """Move the transaction rows to the target (setup for replay; not timed).
+
+    Moved, not copied: a later copy, of updates say, must not send the inserts again.
+    """
+    pending = OldTransaction.objects.using(source).filter(is_consumed=False)
+    rows = list(pending)
     OldTransaction.objects.using(target).bulk_create(rows, batch_size=1000)
+    pending.delete()
     return len(rows)
 
 

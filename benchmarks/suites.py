@@ -30,11 +30,11 @@ def expect(what: str, got, wanted) -> None:
         raise BenchmarkError(f"{what}: got {got!r}, expected {wanted!r}")
 
 
-def fresh(aliases, visits: list[dict]) -> None:
+def fresh(aliases, visits: int) -> None:
+    """Empty tables on ``aliases``, then ``visits`` visits (and twins) on each."""
     databases.reset(*aliases)
     for alias in aliases:
-        if visits:
-            wl.seed_visits(alias, visits)
+        wl.seed_visits(alias, wl.visit_rows(visits))
 
 
 def outgoing(alias: str = CLIENT) -> int:
@@ -43,6 +43,12 @@ def outgoing(alias: str = CLIENT) -> int:
 
 def db_transactions(alias: str = CLIENT) -> int:
     return OutgoingTransaction.objects.using(alias).values("db_transaction_id").distinct().count()
+
+
+def copy_to_server(alias: str = CLIENT):
+    """Copy the transactions ``alias`` has not yet sent to the server."""
+    return OutgoingTransaction.objects.using(alias).filter(
+        is_consumed_server=False).copy_to_incoming_transaction(SERVER)
 
 
 # ---------------------------------------------------------------- 1, 2: capture
@@ -58,7 +64,7 @@ def _bulk_capture(row: Row, function, registered: tuple, plain: tuple) -> None:
 
 
 def capture(n: int, repeat: int) -> list[Row]:
-    visits, rows = wl.visit_rows(n), wl.crf_rows(n)
+    rows = list(wl.crf_rows(n))
     saves = {
         atomic: Row(f"capture.save.{'atomic' if atomic else 'autocommit'}", "capture",
                     f"Crf.save() x N {'in one atomic()' if atomic else 'in autocommit'}",
@@ -73,7 +79,7 @@ def capture(n: int, repeat: int) -> list[Row]:
               "natural FKs) + ORM create of a transaction row", n)
     for _ in range(repeat):
         for atomic, row in saves.items():
-            fresh([CLIENT], visits)
+            fresh([CLIENT], n)
             seconds, _ = timed(wl.save_each, Crf, CLIENT, wl.loaded_visits(Visit, CLIENT), rows,
                                atomic)
             row.syncrouter_seconds.append(seconds)
@@ -83,14 +89,14 @@ def capture(n: int, repeat: int) -> list[Row]:
             row.baseline_seconds.append(seconds)
             if not atomic:
                 old.syncrouter_seconds.append(row.syncrouter_seconds[-1])
-        fresh([CLIENT], visits)
+        fresh([CLIENT], n)
         _bulk_capture(bulk, wl.bulk_create, (Crf, CLIENT, wl.loaded_visits(Visit, CLIENT), rows),
                       (PlainCrf, CLIENT, wl.loaded_visits(PlainVisit, CLIENT), rows))
         if Crf.objects.using(CLIENT).count() == n:
             _bulk_capture(update, wl.update_all, (Crf, CLIENT), (PlainCrf, CLIENT))
         else:
             update.error = update.error or "not measured: the Crf rows to update are missing"
-        fresh([CLIENT], visits)
+        fresh([CLIENT], n)
         with oldtools.capturing(PlainCrf):
             seconds, _ = timed(wl.save_each, PlainCrf, CLIENT,
                                wl.loaded_visits(PlainVisit, CLIENT), rows, False)
@@ -151,8 +157,22 @@ def replay(alias: str = SERVER) -> Counter:
     return Counter(message.outcome for message in messages)
 
 
+def _oldtools_replay(write, *args) -> tuple[float, int]:
+    """``write(PlainCrf, client, *args)`` under the old tools' capture, their transactions
+    moved to the server; returns the seconds and the row count of their timed replay."""
+    with oldtools.capturing(PlainCrf):
+        write(PlainCrf, CLIENT, *args)
+    oldtools.copy(CLIENT, SERVER)
+    return timed(oldtools.replay, SERVER)
+
+
 def copy_and_replay(n: int, repeat: int) -> list[Row]:
-    visits, rows = wl.visit_rows(n), wl.crf_rows(n)
+    """Copy and replay N inserts, then replay N edits of the same rows.
+
+    The edits are one field correction per CRF, ``save()`` of a loaded instance: the
+    update clients make most.
+    """
+    rows = list(wl.crf_rows(n))
     target_name = settings.SYNCROUTER_NODES[SERVER]["name"]
     copy_sr = "OutgoingTransaction...copy_to_incoming_transaction(server)"
     baselines = {"bulk_create": ("copy.vs_bulk_create", copy_baseline_bulk_create,
@@ -167,17 +187,23 @@ def copy_and_replay(n: int, repeat: int) -> list[Row]:
                   "PlainCrf.objects.bulk_create(N) of the same rows", n)
     vs_old = Row("replay.vs_oldtools", "replay", replay_sr,
                  "old tools (reproduction): serializers.deserialize(json) + .save() per row", n)
+    fields = ", ".join(wl.EDITED_FIELDS)
+    updates_sr = (f"{replay_sr} of N updates (client: load, change {fields}, save() x N "
+                  "in one atomic())")
+    updates = Row("replay.updates", "replay", updates_sr,
+                  f"PlainCrf.objects.bulk_update(N, [{fields}]) of the same rows and values", n)
+    updates_old = Row("replay.updates.vs_oldtools", "replay", updates_sr,
+                      "old tools (reproduction) of the same edits: serializers.deserialize(json)"
+                      " + .save() per row", n)
     for _ in range(repeat):
-        fresh([CLIENT, SERVER], visits)
+        fresh([CLIENT, SERVER], n)
         wl.save_each(Crf, CLIENT, wl.loaded_visits(Visit, CLIENT), rows, atomic=True)
         for name, (_, function, _) in baselines.items():
             seconds, copied = timed(function, target_name)
             expect(f"{name} baseline rows", copied, n)
             copies[name].baseline_seconds.append(seconds)
             _empty_incoming()
-        seconds, result = timed(
-            OutgoingTransaction.objects.using(CLIENT).filter(is_consumed_server=False)
-            .copy_to_incoming_transaction, SERVER)
+        seconds, result = timed(copy_to_server)
         expect("copied transactions", tuple(result), (n, 0))
         for row in copies.values():
             row.syncrouter_seconds.append(seconds)
@@ -191,55 +217,96 @@ def copy_and_replay(n: int, repeat: int) -> list[Row]:
                            wl.loaded_visits(PlainVisit, SERVER), rows)
         vs_bulk.baseline_seconds.append(seconds)
 
+        wl.edit_each(Crf, CLIENT)
+        expect("copied updates", tuple(copy_to_server()), (n, 0))
+        seconds, outcomes = timed(replay)
+        expect("update replay outcomes", dict(outcomes), {"updated": n})
+        edits = wl.edited_values(Crf, CLIENT)
+        expect("edited Crf rows on server", wl.edited_values(Crf, SERVER), edits)
+        updates.syncrouter_seconds.append(seconds)
+        updates_old.syncrouter_seconds.append(seconds)
+        seconds, _ = timed(wl.bulk_update, PlainCrf, SERVER, rows)
+        expect("PlainCrf rows after bulk_update", wl.edited_values(PlainCrf, SERVER), edits)
+        updates.baseline_seconds.append(seconds)
+
         PlainCrf.objects.using(SERVER).all().delete()
-        with oldtools.capturing(PlainCrf):
-            wl.save_each(PlainCrf, CLIENT, wl.loaded_visits(PlainVisit, CLIENT), rows, False)
-        oldtools.copy(CLIENT, SERVER)
-        seconds, replayed = timed(oldtools.replay, SERVER)
+        seconds, replayed = _oldtools_replay(wl.save_each, wl.loaded_visits(PlainVisit, CLIENT),
+                                             rows, False)
         expect("old tools replayed rows", (replayed, PlainCrf.objects.using(SERVER).count()),
                (n, n))
         vs_old.baseline_seconds.append(seconds)
-    return [*copies.values(), vs_bulk, vs_old]
+        seconds, replayed = _oldtools_replay(wl.edit_each)
+        expect("old tools replayed updates", (replayed, wl.edited_values(PlainCrf, SERVER)),
+               (n, edits))
+        updates_old.baseline_seconds.append(seconds)
+    return [*copies.values(), vs_bulk, vs_old, updates, updates_old]
 
 
 # ---------------------------------------------------------------- 5: scale
 
+#: Rows per client transaction in the scale setup, hence per replay unit: the 1,000 of
+#: the earlier per-row ``save()`` setup, so figures stay comparable with RESULTS.md.
+SCALE_CHUNK = 1000
+
+
+def _scale_setup(size: int) -> None:
+    """Fresh aliases, then a captured ``Crf.objects.bulk_create`` of ``linked_crf_rows(size)``
+    on the client, one client transaction per ``SCALE_CHUNK`` rows, generated chunk by chunk.
+
+    A million rows saved one by one took half an hour to set up; ``bulk_create`` goes
+    through the same capture (one outgoing transaction per row) several times faster,
+    and the benchmark holds no list of rows afterwards, when replay's memory is measured.
+    The client gets no ``PlainVisit`` rows: no baseline runs there.
+    """
+    databases.reset(CLIENT, SERVER)
+    wl.seed_visits(CLIENT, wl.visit_rows(size), models=[Visit])
+    wl.seed_visits(SERVER, wl.visit_rows(size))
+    for chunk in wl.chunked(wl.linked_crf_rows(size), SCALE_CHUNK):
+        with transaction.atomic(using=CLIENT):
+            Crf.objects.using(CLIENT).bulk_create([Crf(**row) for row in chunk])
+    expect(f"captured transactions at N={size}", outgoing(), size)
+
+
+def _memory(side: str, memory: PeakRSS) -> dict:
+    return {f"{side}_rss_start_mb": _mb(memory.start), f"{side}_rss_peak_mb": _mb(memory.peak),
+            f"{side}_rss_added_mb": _mb(memory.delta)}
+
+
+def _mb(size: int | None) -> float | None:
+    return None if size is None else round(size / 2**20, 1)
+
 
 def scale(sizes: list[int], repeat: int) -> list[Row]:
-    """Replay at growing N, with the sampled peak RSS increase of each side."""
-    result = []
+    """Replay at growing N, with the process's resident memory while each side runs.
+
+    Reported for both: RSS at the start of the call, its peak during it (what a
+    250 MB budget for a million rows is about) and the difference.
+    """
+    rows = []
     for size in sizes:
-        visits, rows = wl.visit_rows(size), wl.crf_rows(size)
         row = Row(f"scale.replay.{size}", "scale",
-                  "deserialize(check_hostname=False) of N transactions",
-                  "PlainCrf.objects.bulk_create(N) of the same rows", size,
-                  notes={"memory": "peak RSS increase, sampled every 5 ms (not tracemalloc)"})
+                  "deserialize(check_hostname=False) of N transactions (client: captured "
+                  f"bulk_create, {SCALE_CHUNK:,} rows per transaction)",
+                  "PlainCrf.objects.bulk_create(N, batch_size=1000) of the same rows", size,
+                  notes={"memory": "process RSS at the start of the call, its peak during "
+                                   "it and the increase; sampled every 5 ms (not tracemalloc)"})
         for _ in range(repeat):
-            fresh([CLIENT, SERVER], visits)
-            client_visits = wl.loaded_visits(Visit, CLIENT)
-            for start in range(0, size, 1000):
-                wl.save_each(Crf, CLIENT, client_visits[start:start + 1000],
-                             rows[start:start + 1000], atomic=True)
-            del client_visits
-            seconds, _ = timed(OutgoingTransaction.objects.using(CLIENT)
-                               .copy_to_incoming_transaction, SERVER)
+            row.notes["setup_seconds"] = round(timed(_scale_setup, size)[0], 3)
+            seconds, copied = timed(copy_to_server)
+            expect(f"copied transactions at N={size}", tuple(copied), (size, 0))
             row.notes["copy_seconds"] = round(seconds, 3)
             with PeakRSS() as memory:
                 seconds, outcomes = timed(replay)
             expect(f"replay outcomes at N={size}", dict(outcomes), {"inserted": size})
             row.syncrouter_seconds.append(seconds)
-            row.notes["syncrouter_peak_rss_mb"] = _mb(memory.delta)
+            row.notes.update(_memory("syncrouter", memory))
             with PeakRSS() as memory:
-                seconds, _ = timed(wl.bulk_create, PlainCrf, SERVER,
-                                   wl.loaded_visits(PlainVisit, SERVER), rows)
+                seconds = wl.bulk_create_linked(PlainCrf, SERVER, size)
+            expect(f"baseline rows at N={size}", PlainCrf.objects.using(SERVER).count(), size)
             row.baseline_seconds.append(seconds)
-            row.notes["baseline_peak_rss_mb"] = _mb(memory.delta)
-        result.append(row)
-    return result
-
-
-def _mb(delta: int | None) -> float | None:
-    return None if delta is None else round(delta / 2**20, 1)
+            row.notes.update(_memory("baseline", memory))
+        rows.append(row)
+    return rows
 
 
 # ---------------------------------------------------------------- 6: end to end
@@ -259,8 +326,7 @@ def _field_work(clients, per_client: int, visit_model, crf_model) -> None:
 def end_to_end_syncrouter(clients, per_client: int) -> Counter:
     _field_work(clients, per_client, Visit, Crf)
     for alias in clients:
-        OutgoingTransaction.objects.using(alias).filter(
-            is_consumed_server=False).copy_to_incoming_transaction(SERVER)
+        copy_to_server(alias)
     return replay()
 
 

@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import datetime
 import decimal
+import itertools
 import random
+import time
 import uuid
+from collections.abc import Iterable, Iterator
 
 from django.db import transaction
 
@@ -17,11 +20,16 @@ WORDS = ("fever", "cough", "headache", "referred", "stable", "follow-up", "repor
          "pain", "since", "visit", "clinic", "mild", "severe", "resolved", "today")
 
 
-def visit_rows(count: int, prefix: str = "S") -> list[dict]:
-    """``count`` visits with unique natural keys ``(<prefix>nnnnnn, "1000")``."""
-    return [{"id": uuid.UUID(int=random.Random(f"{prefix}{i}").getrandbits(128)),
-             "subject_identifier": f"{prefix}{i:07d}", "visit_code": "1000",
-             "report_datetime": START + datetime.timedelta(minutes=i)} for i in range(count)]
+def visit_rows(count: int, prefix: str = "S") -> Iterator[dict]:
+    """``count`` visits with unique natural keys ``(<prefix>nnnnnnn, "1000")``, in key order.
+
+    Generated one at a time, like ``crf_rows()``: the scale rows go to a million and
+    must not hold them all while memory is measured.
+    """
+    for i in range(count):
+        yield {"id": uuid.UUID(int=random.Random(f"{prefix}{i}").getrandbits(128)),
+               "subject_identifier": f"{prefix}{i:07d}", "visit_code": "1000",
+               "report_datetime": START + datetime.timedelta(minutes=i)}
 
 
 def crf_values(rng: random.Random, i: int) -> dict:
@@ -40,25 +48,41 @@ def crf_values(rng: random.Random, i: int) -> dict:
         "consult_duration": datetime.timedelta(minutes=rng.randint(5, 60)),
         "reference": uuid.UUID(int=rng.getrandbits(128)),
         "outcome": rng.choice(("well", "ill", "referred")),
-        "comments": " ".join(rng.choice(WORDS) for _ in range(60))[:200].ljust(200, "."),
+        # choices(), not 60 choice() calls: a quarter of the time, and the scale rows
+        # generate a million of these twice.
+        "comments": " ".join(rng.choices(WORDS, k=60))[:200].ljust(200, "."),
         "extra": {"site": rng.randint(1, 9), "flags": [rng.random() < 0.5]},
     }
 
 
-def crf_rows(count: int, seed: str = "crf") -> list[dict]:
+def crf_rows(count: int, seed: str = "crf") -> Iterator[dict]:
     rng = random.Random(seed)
-    return [crf_values(rng, i) for i in range(count)]
+    for i in range(count):
+        yield crf_values(rng, i)
 
 
-def seed_visits(alias: str, visits: list[dict], registered: bool = True,
-                plain: bool = True) -> None:
-    """Insert visits without capturing them (setup, never timed)."""
+def linked_crf_rows(count: int) -> Iterator[dict]:
+    """``crf_rows(count)`` with ``visit_id`` set to the visit of the same index.
+
+    Instances built from them need no loaded visits, so a million rows can be
+    written a chunk at a time; the visit of row i is the i-th of ``loaded_visits()``.
+    """
+    for visit, row in zip(visit_rows(count), crf_rows(count)):
+        yield dict(row, visit_id=visit["id"])
+
+
+def chunked(rows: Iterable, size: int) -> Iterator[list]:
+    rows = iter(rows)
+    while chunk := list(itertools.islice(rows, size)):
+        yield chunk
+
+
+def seed_visits(alias: str, visits: Iterable[dict], models=(Visit, PlainVisit)) -> None:
+    """Insert visits as rows of ``models`` without capturing them (setup, never timed)."""
     with replaying(alias), transaction.atomic(using=alias):
-        if registered:
-            Visit.objects.using(alias).bulk_create([Visit(**v) for v in visits], batch_size=2000)
-        if plain:
-            PlainVisit.objects.using(alias).bulk_create([PlainVisit(**v) for v in visits],
-                                                        batch_size=2000)
+        for chunk in chunked(visits, 2000):
+            for model in models:
+                model.objects.using(alias).bulk_create([model(**v) for v in chunk])
 
 
 def loaded_visits(model, alias: str) -> list:
@@ -85,6 +109,58 @@ def save_each(model, alias: str, visits: list, rows: list[dict], atomic: bool) -
 def bulk_create(model, alias: str, visits: list, rows: list[dict]) -> None:
     with transaction.atomic(using=alias):
         model.objects.using(alias).bulk_create(crfs(model, visits, rows), batch_size=1000)
+
+
+def bulk_create_linked(model, alias: str, count: int) -> float:
+    """``bulk_create`` of ``linked_crf_rows(count)`` in one transaction, 1,000 rows per INSERT;
+    returns its seconds less those spent generating the rows.
+
+    What ``bulk_create(objs, batch_size=1000)`` of them all does, without holding a
+    million instances: the scale rows compare its memory with replay's.
+    """
+    chunks = chunked(linked_crf_rows(count), 1000)
+    generating, start = 0.0, time.perf_counter()
+    with transaction.atomic(using=alias):
+        while True:
+            before = time.perf_counter()
+            chunk = next(chunks, None)
+            generating += time.perf_counter() - before
+            if chunk is None:
+                break
+            model.objects.using(alias).bulk_create([model(**row) for row in chunk])
+    return time.perf_counter() - start - generating
+
+
+EDITED_FIELDS = ("outcome", "systolic", "comments")
+
+
+def edited(values) -> dict:
+    """New ``EDITED_FIELDS`` values of one CRF, derived from its current ones (a dict or
+    an instance's ``__dict__``): the correction a data manager makes, alike in every run."""
+    outcomes = ("well", "ill", "referred")
+    return {"outcome": outcomes[(outcomes.index(values["outcome"]) + 1) % len(outcomes)],
+            "systolic": values["systolic"] + 5,
+            "comments": f"corrected: {values['comments']}"[:200]}
+
+
+def edit_each(model, alias: str) -> None:
+    """Load every CRF of ``alias``, change ``EDITED_FIELDS``, ``save()`` each; one atomic()."""
+    with transaction.atomic(using=alias):
+        for obj in model.objects.using(alias).select_related("visit"):
+            for name, value in edited(obj.__dict__).items():
+                setattr(obj, name, value)
+            obj.save(using=alias)
+
+
+def bulk_update(model, alias: str, rows: list[dict]) -> None:
+    """One ``bulk_update`` writing ``edited(row)`` to the row of each of ``rows`` (by id)."""
+    objects = [model(id=row["id"], **edited(row)) for row in rows]
+    model.objects.using(alias).bulk_update(objects, EDITED_FIELDS, batch_size=1000)
+
+
+def edited_values(model, alias: str) -> set:
+    """(id, *EDITED_FIELDS) of every row: to check that two sides hold the same edits."""
+    return set(model.objects.using(alias).values_list("id", *EDITED_FIELDS))
 
 
 def update_all(model, alias: str) -> int:

@@ -19,7 +19,8 @@ QUICK_N = 150
 COMMON_ROWS = {
     "capture.save.atomic", "capture.save.autocommit", "capture.bulk_create", "capture.update",
     "oldtools.capture", "copy.vs_bulk_create", "replay.vs_bulk_create", "replay.vs_oldtools",
-    f"scale.replay.{QUICK_N}", f"scale.replay.{2 * QUICK_N}", "e2e.clients_to_server",
+    "replay.updates", "replay.updates.vs_oldtools", f"scale.replay.{QUICK_N}",
+    f"scale.replay.{2 * QUICK_N}", "e2e.clients_to_server",
 }
 ROWS = {"sqlite": COMMON_ROWS, "postgres": COMMON_ROWS | {"copy.vs_copy"}}
 
@@ -47,6 +48,9 @@ def test_quick_run_reports_every_row(engine, tmp_path):
         assert row["error"] is None and row["ratio"] > 0, key
     assert data["rows"]["capture.save.atomic"]["notes"]["transactions"] == QUICK_N
     assert data["rows"]["e2e.clients_to_server"]["notes"]["counts_match"] is True
+    scale_notes = data["rows"][f"scale.replay.{QUICK_N}"]["notes"]
+    if sys.platform == "linux":  # RSS comes from /proc
+        assert scale_notes["syncrouter_rss_peak_mb"] >= scale_notes["syncrouter_rss_start_mb"] > 0
     env_facts = data["environment"]
     assert env_facts["cpu_count"] and env_facts["django"] and env_facts["sqlite"]
     assert bool(env_facts["postgresql"]) == (engine == "postgres")
