@@ -7,6 +7,7 @@ psycopg directly: the test process's Django settings know none of these names.
 """
 from __future__ import annotations
 
+import collections
 import os
 import queue
 import secrets
@@ -79,33 +80,42 @@ class Pair:
             self.argv(*command, ports=ports), env=self.env(), cwd=ROOT, text=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
 
-    def ids(self, alias: str, table: str, where: str = "") -> set[uuid.UUID]:
-        sql = f"SELECT id FROM {table}" + (f" WHERE {where}" if where else "")
+    def query(self, alias: str, sql: str) -> list[tuple]:
         if alias in self.pg_names:
             with _pg_connect(self.pg_names[alias]) as conn:
-                return {row[0] for row in conn.execute(sql)}
+                return conn.execute(sql).fetchall()
         conn = sqlite3.connect(self.directory / f"{alias}.sqlite3")
         try:
-            return {uuid.UUID(row[0]) for row in conn.execute(sql)}
+            return conn.execute(sql).fetchall()
         finally:
             conn.close()
 
+    def ids(self, alias: str, table: str, where: str = "") -> set[uuid.UUID]:
+        sql = f"SELECT id FROM {table}" + (f" WHERE {where}" if where else "")
+        return {_uuid(id_) for id_, in self.query(alias, sql)}
+
     def count(self, alias: str, table: str) -> int:
-        sql = f"SELECT count(*) FROM {table}"
-        if alias in self.pg_names:
-            with _pg_connect(self.pg_names[alias]) as conn:
-                return conn.execute(sql).fetchone()[0]
-        conn = sqlite3.connect(self.directory / f"{alias}.sqlite3")
-        try:
-            return conn.execute(sql).fetchone()[0]
-        finally:
-            conn.close()
+        return self.query(alias, f"SELECT count(*) FROM {table}")[0][0]
+
+    def groups(self) -> list[set[uuid.UUID]]:
+        """The source's transactions by client database transaction, as sets of ids."""
+        groups = collections.defaultdict(set)
+        for id_, db_txid in self.query(self.source,
+                                       f"SELECT id, db_transaction_id FROM {OUTGOING}"):
+            groups[db_txid].add(_uuid(id_))
+        return list(groups.values())
 
     def state(self) -> "State":
         return State(source=self.ids(self.source, OUTGOING),
                      marked=self.ids(self.source, OUTGOING, "is_consumed_server"),
                      target=self.ids(self.target, INCOMING),
-                     target_rows=self.count(self.target, INCOMING))
+                     target_rows=self.count(self.target, INCOMING),
+                     groups=self.groups())
+
+
+def _uuid(value) -> uuid.UUID:
+    """psycopg returns UUIDs, sqlite3 the 32 hex digits Django stores."""
+    return value if isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 
 @dataclass
@@ -114,13 +124,21 @@ class State:
     marked: set
     target: set
     target_rows: int
+    groups: list[set]
 
     def check(self, batch_size: int) -> None:
-        """What must hold after any crash: nothing marked that the target lacks, no extras."""
+        """What must hold after any crash: nothing marked that the target lacks, no extras,
+        and each client database transaction wholly there or wholly absent."""
         assert self.marked <= self.target, f"{len(self.marked - self.target)} marked, not copied"
         assert self.target <= self.source, "target holds rows the source never had"
         assert self.target_rows == len(self.target), "target holds a transaction twice"
-        assert len(self.target - self.marked) <= batch_size, "more than one batch unmarked"
+        # A batch runs on past its size to the end of the group of its last row.
+        largest = batch_size - 1 + max(map(len, self.groups))
+        assert len(self.target - self.marked) <= largest, "more than one batch unmarked"
+        for side, ids in (("target", self.target), ("source marks", self.marked)):
+            split = [group for group in self.groups if group & ids and not group <= ids]
+            assert not split, (f"{side}: {len(split)} client database transaction(s) only "
+                               f"partly there, e.g. {len(split[0] & ids)} of {len(split[0])} rows")
 
     @property
     def in_window(self) -> bool:

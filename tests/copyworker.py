@@ -1,7 +1,8 @@
 """A copy run in its own process, for tests that kill it or cut its network.
 
     python -m tests.copyworker --source client --target pgserver \
-        --db pgserver=syncrouter_copy_x [--port pgserver=54321] prepare --rows 2000
+        --db pgserver=syncrouter_copy_x [--port pgserver=54321] prepare --rows 2000 \
+        [--max-group 25]
     python -m tests.copyworker ... copy --batch-size 50 [--pause-at-mark 3] [--retry]
 
 ``SYNCROUTER_TEST_DIR`` holds the SQLite files (see tests/settings.py); ``--db``
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import random
 import sys
 import time
 import uuid
@@ -44,8 +46,19 @@ def setup(args) -> None:
     django.setup()
 
 
+def group_sizes(rows: int, largest: int) -> list[int]:
+    """Sizes of client database transactions of 1 to ``largest`` rows that add up to ``rows``,
+    from a fixed seed: a failing run meets the same groups again."""
+    rng, sizes = random.Random(f"groups-{rows}-{largest}"), []
+    while rows:
+        sizes.append(min(rng.randint(1, largest), rows))
+        rows -= sizes[-1]
+    return sizes
+
+
 def prepare(args) -> None:
-    """Create the syncrouter tables on both aliases and ``rows`` pending transactions."""
+    """Create the syncrouter tables on both aliases and ``rows`` pending transactions,
+    written in client database transactions of 1 to ``max_group`` rows."""
     from django.core.management import call_command
     from django.utils import timezone
 
@@ -55,9 +68,12 @@ def prepare(args) -> None:
     for alias in (args.source, args.target):
         call_command("migrate", "syncrouter", database=alias, verbosity=0)
     producer = conf.node_for_alias(args.source).name
-    db_txid, now = uuid.uuid4(), timezone.now()
+    now = timezone.now()
+    db_txids = []
+    for size in group_sizes(args.rows, args.max_group):
+        db_txids += [uuid.uuid4()] * size
     rows = []
-    for sequence in range(1, args.rows + 1):
+    for sequence, db_txid in enumerate(db_txids, 1):
         pk = uuid.uuid4()
         payload = {"v": 1, "model": "testapp.household", "pk": str(pk),
                    "nk": [f"H{sequence:06d}"],
@@ -123,7 +139,9 @@ def main(argv=None) -> None:
     parser.add_argument("--db", action="append", default=[], help="ALIAS=DATABASE_NAME")
     parser.add_argument("--port", action="append", default=[], help="ALIAS=PORT")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("prepare").add_argument("--rows", type=int, required=True)
+    setup_parser = commands.add_parser("prepare")
+    setup_parser.add_argument("--rows", type=int, required=True)
+    setup_parser.add_argument("--max-group", type=int, default=25)
     run = commands.add_parser("copy")
     run.add_argument("--batch-size", type=int, required=True)
     run.add_argument("--pause-at-mark", type=int, default=0)

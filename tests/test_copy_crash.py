@@ -1,11 +1,14 @@
 """Crash safety of the direct copy with real processes and SIGKILL (guarantee 2).
 
-A worker process copies 2,000 transactions in batches of 10 and is killed with
-SIGKILL at random points: a random number of progress lines in, then after a
-random delay between a microsecond and 5 ms. Some runs pause the worker on
-purpose between a batch's target commit and its source mark, and are killed
-there. After every kill the tables must be consistent; after the last run the
-target holds every transaction exactly once and the source marks exactly those.
+A worker process copies 2,000 transactions, written in client database
+transactions of 1 to 25 rows, in batches of 10 (run on to the end of a group)
+and is killed with SIGKILL at random points: a random number of progress lines
+in, then after a random delay between a microsecond and 5 ms. Some runs pause
+the worker on purpose between a batch's target commit and its source mark, and
+are killed there. After every kill the tables must be consistent, and the
+target and the source marks must each hold every client database transaction
+whole or not at all; after the last run the target holds every transaction
+exactly once and the source marks exactly those.
 Set SYNCROUTER_CRASH_SEED to replay a run.
 """
 import collections

@@ -3,7 +3,8 @@
 The worker process reaches the target through tests/tcpproxy.py, which closes
 both sockets once a set number of bytes has gone towards the server: the cut
 lands inside a batch. The copy must fail with an error naming the target alias,
-leave every committed batch marked and nothing else, and finish on a retry in
+leave every committed batch marked and nothing else, no client database
+transaction (1 to 25 rows here) partly on the target, and finish on a retry in
 the same process once the network is back.
 """
 import pytest

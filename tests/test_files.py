@@ -3,7 +3,7 @@ import zipfile
 
 import orjson
 import pytest
-from django.db import connections
+from django.db import OperationalError, connections
 from django.test.utils import CaptureQueriesContext
 
 from syncrouter import serialization as ser
@@ -91,6 +91,26 @@ def test_mark_marks_exactly_the_exported_rows(lite, tmp_path):
     assert set(outbox("client").values_list("consumer", "batch_id")) == {
         ("file:sent.zip", manifest.batch_id)}
     assert export_transactions(tmp_path / "empty.zip", pending("client")).count == 0
+
+
+def test_mark_is_all_or_nothing(lite, tmp_path):
+    """A failure while marking leaves nothing marked: no client database transaction
+    half marked, its other half sent alone in the next file."""
+    factories.study("client", 1, 1, 1)  # 5 transactions, marked 2 at a time
+    updates = 0
+
+    def fail_second_update(execute, sql, params, many, context):
+        nonlocal updates
+        if sql.startswith("UPDATE"):
+            updates += 1
+            if updates == 2:
+                raise OperationalError("disk I/O error")
+        return execute(sql, params, many, context)
+
+    with connections["client"].execute_wrapper(fail_second_update), \
+            pytest.raises(OperationalError):
+        export_transactions(tmp_path / "sent.zip", pending("client"), mark=True, batch_size=2)
+    assert not outbox("client").filter(is_consumed_server=True).exists()
 
 
 def test_community_export_carries_unforwarded_incoming(lite, tmp_path):

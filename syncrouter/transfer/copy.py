@@ -1,8 +1,14 @@
 """Direct copy between two Django database aliases.
 
-The copy runs in batches in (producer, sequence) order, holding one batch in
-memory at a time. For each batch it first commits the rows on the target, then
-marks them consumed on the source, and never the other way round:
+The copy runs in batches in (producer, sequence) order, holding one batch and
+the page read after it in memory at a time. A batch never ends inside a client
+database transaction (rows sharing ``db_transaction_id``): it runs on past the
+batch size to the end of that group. The target commits a batch as a whole,
+so at any moment it holds all of a group that the copy sent, or none of it;
+replay there never waits on the other half of a group after a crash or a cut.
+
+For each batch the copy first commits the rows on the target, then marks them
+consumed on the source, and never the other way round:
 
 - a crash (or lost connection) after the target commit and before the source
   mark leaves rows on the target that the source still calls pending; the
@@ -17,12 +23,12 @@ with one bulk INSERT.
 """
 from __future__ import annotations
 
+import itertools
 import logging
-from typing import Callable, NamedTuple
+from typing import Callable, Iterable, Iterator, NamedTuple
 
 from django.db import IntegrityError, InterfaceError, OperationalError, connections, models
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from .. import conf, serialization as ser
@@ -54,22 +60,63 @@ class CopyInterrupted(SyncError):
         self.result = result
 
 
-def keyset_pages(queryset, size: int):
+def keyset_pages(queryset, size: int, *, whole_groups: bool = False) -> Iterator[list]:
     """Yield lists of rows in (producer, sequence) order without OFFSET or open cursors.
 
     Rows updated while paging (say, marked consumed) are neither skipped nor repeated.
+
+    With ``whole_groups`` no page ends inside a client database transaction (a
+    run of one producer's rows sharing ``db_transaction_id``): a page goes on
+    past ``size`` to the end of the group of its ``size``-th row, so a group
+    larger than ``size`` makes one page. Rows the queryset leaves out do not
+    matter: the group is cut nowhere within what the queryset returns.
     """
-    queryset = queryset.order_by("producer", "sequence")
-    last = None
-    while True:
-        page = queryset
-        if last is not None:
-            page = page.filter(Q(producer__gt=last[0]) | Q(producer=last[0], sequence__gt=last[1]))
-        rows = list(page[:size])
-        if not rows:
-            return
+    pages = _pages(queryset.order_by("producer", "sequence"), size)
+    return _whole_groups(pages, size) if whole_groups else pages
+
+
+def _pages(queryset, size: int) -> Iterator[list]:
+    """Pages of ``size`` rows; a shorter one is the last, as nothing came after it."""
+    rows = list(queryset[:size])
+    while rows:
         yield rows
-        last = (rows[-1].producer, rows[-1].sequence)
+        if len(rows) < size:
+            return
+        rows = _after(queryset, rows[-1], size)
+
+
+def _after(queryset, last, size: int) -> list:
+    """The first ``size`` rows after ``last`` in (producer, sequence) order.
+
+    Two queries, the rest of ``last``'s producer and then the producers after
+    it, rather than one with ``producer > p OR (producer = p AND sequence > s)``:
+    each is a plain range on the (producer, sequence) indexes that every
+    database seeks straight to, while PostgreSQL takes the OR as a filter on
+    an index read from its start, through the entries of every row paged (and
+    marked) before, so each page cost more than the last. A row-value
+    comparison ``(producer, sequence) > (p, s)`` is one range on those two,
+    but MariaDB uses no index for it.
+    """
+    rows = list(queryset.filter(producer=last.producer, sequence__gt=last.sequence)[:size])
+    if len(rows) < size:
+        rows += queryset.filter(producer__gt=last.producer)[:size - len(rows)]
+    return rows
+
+
+def _whole_groups(pages: Iterable[list], size: int) -> Iterator[list]:
+    """Cut the rows of ``pages`` again, each page running on to the end of a group."""
+    page: list = []
+    for row in itertools.chain.from_iterable(pages):
+        if len(page) >= size and not _same_group(page[-1], row):
+            yield page
+            page = []
+        page.append(row)
+    if page:
+        yield page
+
+
+def _same_group(row, other) -> bool:
+    return (row.producer, row.db_transaction_id) == (other.producer, other.db_transaction_id)
 
 
 def identity_clash(target: str, producer: str, sequence: int, held_id, source_id) -> SyncError:
@@ -100,12 +147,27 @@ def _check_identity_clash(incoming, target: str, rows) -> None:
             raise identity_clash(target, producer, sequence, tx_id, wanted[(producer, sequence)])
 
 
+def _id_chunks(rows, alias: str) -> list[list]:
+    """The rows' ids, in lists that one statement on ``alias`` can take as parameters.
+
+    A batch that holds a large client database transaction can run to
+    thousands of rows, past what some SQLite builds accept (Django assumes 999);
+    each list leaves room for 100 more parameters, the statement's own values.
+    """
+    ids = [row.id for row in rows]
+    limit = connections[alias].features.max_query_params
+    size = limit - 100 if limit else max(len(ids), 1)
+    return [ids[start:start + size] for start in range(0, len(ids), size)]
+
+
 def _insert_batch(rows, target: str, target_name: str) -> CopyResult:
-    """Portable path: one SELECT for the ids already there, one bulk INSERT for the rest."""
+    """Portable path: a SELECT for the ids already there, one bulk INSERT for the rest."""
     from ..models import IncomingTransaction
 
-    present = set(IncomingTransaction.objects.using(target).filter(
-        id__in=[row.id for row in rows]).values_list("id", flat=True))
+    present = set()
+    for ids in _id_chunks(rows, target):
+        present.update(IncomingTransaction.objects.using(target).filter(
+            id__in=ids).values_list("id", flat=True))
     new = [row for row in rows if row.id not in present]
     if new:
         _check_identity_clash(IncomingTransaction, target, new)
@@ -144,9 +206,10 @@ class TransferQuerySet(models.QuerySet):
     ) -> CopyResult:
         """Copy exactly these transactions into ``IncomingTransaction`` on alias ``using``.
 
-        Idempotent: rows already on the target are not copied again. Each batch is
-        committed on the target before it is marked on the source
-        (``is_consumed_middleman`` if the target's role is middleman, else
+        Idempotent: rows already on the target are not copied again. Each batch
+        holds whole client database transactions (one larger than ``batch_size``
+        goes alone, whole) and is committed on the target before it is marked on
+        the source (``is_consumed_middleman`` if the target's role is middleman, else
         ``is_consumed_server``, with ``consumed_datetime`` and ``consumer``), so
         a crash or a lost connection at any point loses and duplicates nothing.
         Returns ``CopyResult(copied, already_present)``; ``progress`` is called
@@ -162,15 +225,14 @@ class TransferQuerySet(models.QuerySet):
         side = self.db
         # Plain named tuples: building model instances cost ~15% of the whole copy.
         pages = keyset_pages(self.values_list(*IDENTITY_FIELDS, "hops", named=True),
-                             batch_size or conf.batch_size())
+                             batch_size or conf.batch_size(), whole_groups=True)
         try:
             for rows in pages:
                 side = using
                 result = _copy_batch(rows, using, target.name)
                 side = self.db
-                with transaction.atomic(using=self.db):
-                    self.model.objects.using(self.db).filter(id__in=[r.id for r in rows]).update(
-                        **{flag: True}, consumed_datetime=timezone.now(), consumer=target.name)
+                self._mark_copied(rows, **{flag: True}, consumed_datetime=timezone.now(),
+                                  consumer=target.name)
                 copied += result.copied
                 present += result.already_present
                 if progress:
@@ -187,3 +249,9 @@ class TransferQuerySet(models.QuerySet):
         logger.info("Copied %d transactions from %s to %s (%d already there).",
                     copied, self.db, using, present)
         return CopyResult(copied, present)
+
+    def _mark_copied(self, rows, **values) -> None:
+        """Set ``values`` on the source rows of one batch, in one database transaction."""
+        with transaction.atomic(using=self.db):
+            for ids in _id_chunks(rows, self.db):
+                self.model.objects.using(self.db).filter(id__in=ids).update(**values)

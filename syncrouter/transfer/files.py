@@ -17,7 +17,9 @@ left pending simply travel again in the next file, and import is idempotent, so
 overlapping files cost a little space and lose nothing. ``mark=True`` (the
 ``--mark`` option) is for sites that keep the files themselves as the record:
 it marks the exported rows ``is_consumed_server`` only after the file is
-complete on disk.
+complete on disk, all in one database transaction, so a crash while marking
+leaves no client database transaction half marked (its other half would
+travel alone in the next file).
 
 Import is all or nothing per file: the file is checked while it is read inside
 one database transaction on the target, and any fault (a truncated archive, a
@@ -150,11 +152,13 @@ def export_transactions(
 
 
 def _mark_exported(path: Path, querysets: list, manifest: Manifest, size: int) -> None:
-    """Mark exactly the rows in the file, read back from it in batches of ids."""
+    """Mark exactly the rows in the file, read back from it in batches of ids, all
+    or none."""
     now = timezone.now()
     alias = querysets[0].db
     models = {queryset.model for queryset in querysets}
-    with zipfile.ZipFile(path) as archive, archive.open(CONTENT) as content:
+    with transaction.atomic(using=alias), zipfile.ZipFile(path) as archive, \
+            archive.open(CONTENT) as content:
         for _, chunk in _numbered_chunks(content, size):
             ids = [orjson.loads(line)["id"] for line in chunk]
             for model in models:

@@ -42,9 +42,13 @@ def _sql(connection) -> dict[str, str]:
         "stage": f"CREATE TEMP TABLE IF NOT EXISTS {STAGING} ON COMMIT DELETE ROWS AS "
                  f"SELECT {staged} FROM {inbox} WITH NO DATA; DELETE FROM {STAGING}",
         "copy": f"COPY {STAGING} ({staged}) FROM STDIN",
-        # A (producer, sequence) held under another id: one probe on the unique index.
+        # A (producer, sequence) held under another id: one probe on the unique
+        # index per staged row. The LIMIT keeps the subquery a per-row probe: as a
+        # plain join the planner could pick a merge or hash join, reading the whole
+        # inbox for every batch, so that each batch cost more than the one before.
         "clash": f"SELECT s.producer, s.sequence, i.id, s.id FROM {STAGING} s "
-                 f"JOIN {inbox} i ON i.producer = s.producer AND i.sequence = s.sequence "
+                 f"CROSS JOIN LATERAL (SELECT id FROM {inbox} WHERE producer = s.producer "
+                 "AND sequence = s.sequence LIMIT 1) i "
                  "WHERE i.id <> s.id ORDER BY s.producer, s.sequence LIMIT 1",
         # ON CONFLICT names (id) only: a (producer, sequence) clash that appears
         # after the check raises IntegrityError instead of dropping the row.
