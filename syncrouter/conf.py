@@ -27,7 +27,8 @@ DEFAULTS = {
     # Default conflict policy, and per-model overrides {"app.model": policy}.
     "SYNCROUTER_CONFLICT_POLICY": "manual",
     "SYNCROUTER_CONFLICT_POLICIES": {},
-    # Rows per batch for copy, export, import and replay.
+    # Rows per batch for copy, export, import and replay (a batch runs on to the end
+    # of a producer's database transaction).
     "SYNCROUTER_BATCH_SIZE": 500,
 }
 

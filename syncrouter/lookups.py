@@ -7,7 +7,9 @@ placeholders in Python: for a 5,000-row batch that took longer than running
 the queries. On PostgreSQL ``AnyOf`` sends the values as one array parameter
 (``= ANY(%s)``); elsewhere it is the same ``IN`` list as ``__in``.
 
-Use it as an expression: ``queryset.filter(AnyOf(F("id"), ids))``.
+Use it as an expression in ``filter()``: ``queryset.filter(AnyOf(F("id"), ids))``.
+Not in ``exclude()``: unlike ``__in`` there, it leaves out rows whose value is
+NULL (Django adds the ``IS NOT NULL`` only for its own lookups).
 """
 from __future__ import annotations
 
@@ -18,6 +20,9 @@ from django.db.models import Lookup
 class AnyOf(Lookup):
     lookup_name = "any_of"  # used as an expression, never registered on a field
     prepare_rhs = False
+
+    def __init__(self, lhs, values):
+        super().__init__(lhs, list(values))  # a generator would be spent by the first query
 
     def _values(self, connection) -> list:
         field = self.lhs.output_field

@@ -1,4 +1,6 @@
 """The batched fast path: same results as row by row, a few queries per batch, signals."""
+import pytest
+
 from django.db import connections, transaction
 from django.test.utils import CaptureQueriesContext
 
@@ -203,3 +205,36 @@ def test_a_receiver_may_change_what_the_batch_writes(nodes):
     assert set(outcomes(messages).values()) == {"updated"}
     assert set(CrfOne.objects.using(nodes.server).values_list("comments", flat=True)) == {
         "edited (seen by receiver)"}
+
+
+def _corrupt(alias: str, sequence_index: int, change) -> IncomingTransaction:
+    """Change the payload of the ``sequence_index``-th pending CRF transaction on ``alias``."""
+    row = IncomingTransaction.objects.using(alias).filter(
+        is_consumed=False, tx_name="testapp.crfone").order_by("sequence")[sequence_index]
+    payload = ser.loads(row.tx)
+    change(payload)
+    row.tx = ser.dumps(payload)
+    row.save(using=alias, update_fields=["tx"])
+    return row
+
+
+def _bad_pk(payload):
+    payload["pk"] = payload["fields"]["id"] = "not-a-uuid"
+
+
+def _short_key(payload):
+    payload["nk"] = payload["nk"][:1]
+
+
+@pytest.mark.parametrize("change", [_bad_pk, _short_key], ids=["bad-pk", "short-natural-key"])
+def test_a_key_that_cannot_be_looked_up_fails_only_its_own_row(nodes, change):
+    """The batch lookups cannot read "not found" into a key they could not look up: the
+    batch goes row by row, the bad row is an error, the others are inserted."""
+    _visits_on_both(nodes, 4)
+    bad = _corrupt(nodes.server, 1, change)
+    messages = replay(nodes.server)
+    crfs = {key: m for key, m in messages.items() if m.model == "testapp.crfone"}
+    assert crfs[(bad.producer, bad.sequence)].outcome == "error"
+    assert sorted(m.outcome for m in crfs.values()) == ["error", "inserted", "inserted",
+                                                       "inserted"]
+    assert CrfOne.objects.using(nodes.server).count() == 3

@@ -22,6 +22,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 
+from django.core.exceptions import ValidationError
 from django.db import connections, transaction
 from django.db.models import F, Q
 
@@ -68,7 +69,8 @@ def _resolve_parents(model, items, alias: str) -> dict:
                 AnyOf(F("pk"), found.values())).values_list("pk", field.target_field.attname))
             found = {text: by_pk[pk] for text, pk in found.items()}
         for text, value in found.items():
-            resolved[(field.name, text)] = value
+            if value is not natural.AMBIGUOUS:
+                resolved[(field.name, text)] = value
     return resolved
 
 
@@ -92,8 +94,11 @@ class _Batch:
     def __init__(self, model, items, alias: str):
         self.columns = values.columns(model, connections[alias].vendor)
         pks = {str(item.payload["pk"]) for item in items}
-        self.current = {str(obj.pk): obj for obj in model._base_manager.using(alias).filter(
-            AnyOf(F("pk"), pks))}
+        try:
+            self.current = {str(obj.pk): obj for obj in model._base_manager.using(alias).filter(
+                AnyOf(F("pk"), pks))}
+        except (ValidationError, ValueError, TypeError) as exc:
+            raise natural.LookupFailed(f"{model._meta.label_lower} primary keys: {exc}") from exc
         self.keys = natural.resolve(model, [item.payload["nk"] for item in items], alias)
         self.parents = _resolve_parents(model, items, alias)
         self.stale = _superseded(model._meta.label_lower, items, alias)
@@ -129,13 +134,18 @@ def split(model, units: list, alias: str, held: dict) -> tuple[list, list]:
     earlier rows left unapplied in this run). The row-by-row path then applies
     them in order, or defers them behind the row that holds them (guarantee 5).
     """
-    batch = _Batch(model, [item for unit in units for item in unit], alias)
-    blocked = defaultdict(set, {producer: set(held_keys) for producer, held_keys in held.items()})
+    try:
+        batch = _Batch(model, [item for unit in units for item in unit], alias)
+    except natural.LookupFailed as exc:  # a bad key somewhere: each row reports its own
+        logger.info("Batch lookups failed (%s); replaying %d units one by one.", exc, len(units))
+        return [], list(units)
+    blocked = {producer: set(held_keys) for producer, held_keys in held.items()}
     fast, slow = [], []
     for unit in units:
         writes = []
         for item in unit:
-            if blocked[item.row.producer] & keys.touched(item.row, item.payload, model):
+            held_back = blocked.get(item.row.producer)
+            if held_back and held_back & keys.touched(item.row, item.payload, model):
                 break
             try:
                 planned = batch.plan(item)
@@ -151,7 +161,8 @@ def split(model, units: list, alias: str, held: dict) -> tuple[list, list]:
         else:
             slow.append(unit)
             for item in unit:
-                blocked[item.row.producer] |= keys.own(item.row, item.payload)
+                blocked.setdefault(item.row.producer, set()).update(
+                    keys.own(item.row, item.payload))
     return fast, slow
 
 

@@ -12,19 +12,20 @@ keys are found one at a time with the model's own ``get_by_natural_key``.
 """
 from __future__ import annotations
 
-import logging
 from functools import lru_cache
 
-from django.core.exceptions import FieldDoesNotExist
-from django.db import models
+from django.core.exceptions import FieldDoesNotExist, ValidationError
+from django.db import connections, models
 from django.db.models import F
 
 from .. import serialization as ser
 from ..lookups import AnyOf
 
-logger = logging.getLogger("syncrouter.replay")
-
+#: Keys per query. Elsewhere each key takes a parameter (SQLite allows 999 per
+#: query); PostgreSQL takes each column's keys as one array (``lookups.AnyOf``),
+#: and one query for a whole batch beats many small ones by far.
 CHUNK = 500
+ARRAY_CHUNK = 10_000
 
 
 class _Leaf:
@@ -66,37 +67,57 @@ def _normal(key) -> str:
     return ser.dumps(key if isinstance(key, list) else [key])
 
 
+#: What ``resolve`` gives for a key that matches more than one row.
+AMBIGUOUS = object()
+
+
+class LookupFailed(Exception):
+    """Keys that cannot be looked up at all (a value the field cannot take, a key of the
+    wrong length): the batch must not read "not found" into that."""
+
+
 def resolve(model: type[models.Model], keys, alias: str) -> dict[str, object]:
     """Natural key (as ``ser.dumps`` of the key list) -> primary key, for those found on ``alias``.
 
-    Keys not found are absent from the result. A key that matches more than
-    one row is left out too, so that the row-at-a-time path reports it.
+    Keys not found are absent from the result; a key that matches more than one
+    row maps to ``AMBIGUOUS``. Raises ``LookupFailed`` if some key cannot be
+    looked up, since absence would then mean nothing.
     """
     wanted = {_normal(key): key if isinstance(key, list) else [key] for key in keys}
-    found: dict[str, object] = {}
     paths = lookups(model)
-    manager = model._base_manager.using(alias)
-    if paths is None:
-        for text, key in wanted.items():
-            try:
-                found[text] = model._default_manager.db_manager(alias).get_by_natural_key(*key).pk
-            except (model.DoesNotExist, model.MultipleObjectsReturned, ValueError, TypeError):
-                continue
-        return found
-    items = [(text, key) for text, key in wanted.items() if len(key) == len(paths)]
-    seen: dict[str, int] = {}
-    for start in range(0, len(items), CHUNK):
-        chunk = items[start:start + CHUNK]
+    try:
+        if paths is None:
+            return _one_by_one(model, wanted, alias)
+        if any(len(key) != len(paths) for key in wanted.values()):
+            raise ValueError("a key has the wrong number of parts")
+        return _by_paths(model, paths, wanted, alias)
+    except (ValueError, TypeError, ValidationError) as exc:
+        raise LookupFailed(f"{model._meta.label_lower} natural keys: {exc}") from exc
+
+
+def _one_by_one(model, wanted: dict, alias: str) -> dict[str, object]:
+    found: dict[str, object] = {}
+    manager = model._default_manager.db_manager(alias)
+    for text, key in wanted.items():
         try:
-            filters = [AnyOf(F(path), {key[i] for _, key in chunk})
-                       for i, path in enumerate(paths)]
-            for *values, pk in manager.filter(*filters).values_list(*paths, "pk"):
-                text = ser.dumps(values)
-                if text in wanted:
-                    seen[text] = seen.get(text, 0) + 1
-                    found[text] = pk
-        except (ValueError, TypeError) as exc:  # a value the field cannot take
-            logger.info("Batch natural-key lookup of %s failed (%s); row by row.",
-                        model._meta.label_lower, exc)
-            return {}
-    return {text: pk for text, pk in found.items() if seen[text] == 1}
+            found[text] = manager.get_by_natural_key(*key).pk
+        except model.DoesNotExist:
+            continue
+        except model.MultipleObjectsReturned:
+            found[text] = AMBIGUOUS
+    return found
+
+
+def _by_paths(model, paths: tuple, wanted: dict, alias: str) -> dict[str, object]:
+    found: dict[str, object] = {}
+    items = list(wanted.items())
+    size = ARRAY_CHUNK if connections[alias].vendor == "postgresql" else CHUNK
+    manager = model._base_manager.using(alias)
+    for start in range(0, len(items), size):
+        chunk = items[start:start + size]
+        filters = [AnyOf(F(path), {key[i] for _, key in chunk}) for i, path in enumerate(paths)]
+        for *values, pk in manager.filter(*filters).values_list(*paths, "pk"):
+            text = ser.dumps(values)
+            if text in wanted:
+                found[text] = AMBIGUOUS if text in found else pk
+    return found

@@ -12,8 +12,9 @@ per model and database:
   it as it is. Dates, times, datetimes, UUIDs, decimals and durations parse the
   canonical text the serializer writes with the standard library's parsers.
 - **Preparing.** Those same built-in classes need no preparation where the
-  driver takes the Python value as it is: native types everywhere, and on
-  PostgreSQL also dates, times, UUIDs, decimals and durations.
+  driver takes the Python value as it is: native types on SQLite and MySQL;
+  on PostgreSQL strings, booleans, floats, dates, times, UUIDs, decimals and
+  durations.
 
 Only exact built-in classes qualify: a subclass may override either step. Any
 other field, and any value not in the expected form, goes the general way
@@ -81,16 +82,16 @@ _PARSED = {models.DateTimeField: _aware_datetime, models.DateField: datetime.dat
            models.TimeField: _time, models.UUIDField: uuid.UUID,
            models.DecimalField: _finite_decimal, models.DurationField: _duration}
 
-#: Exact classes whose parsed value the PostgreSQL driver takes as it is.
-_POSTGRES_AS_IS = set(_PARSED) - {models.DateTimeField}  # a naive value needs preparing
+#: Exact classes whose value the PostgreSQL driver takes as it is. Not integers:
+#: Django gives psycopg the column's integer type (Int4, Int8...) for them. Not
+#: datetimes: a naive one is made aware.
+_POSTGRES_AS_IS = ({cls for cls, kind in _NATIVE.items() if kind is not int}
+                   | set(_PARSED) - {models.DateTimeField})
 
 
 def _reader(field):
-    """Payload value (not None) -> Python value."""
-    kind = _NATIVE.get(type(field))
+    """Payload value (not None, not already the Python value) -> Python value."""
     general = ser.decode_value
-    if kind is not None:
-        return lambda value: value if type(value) is kind else general(field, value)
     parse = _PARSED.get(type(field))
     if parse is None:
         return lambda value: general(field, value)
@@ -107,7 +108,9 @@ def _reader(field):
 
 def _needs_preparing(field, vendor: str) -> bool:
     cls = type(field.target_field if field.is_relation else field)
-    return not (cls in _NATIVE or (vendor == "postgresql" and cls in _POSTGRES_AS_IS))
+    if vendor == "postgresql":
+        return cls not in _POSTGRES_AS_IS
+    return cls not in _NATIVE
 
 
 class Unfit(Exception):
@@ -126,24 +129,13 @@ class Columns:
         self.names = [f.column for f in self.fields]
         self._pk = self.fields.index(model._meta.pk)
         self._index = {f.name: i for i, f in enumerate(self.fields)}
+        self._natives = [_NATIVE.get(type(f)) for f in self.fields]
         self._readers = [None if f.is_relation else _reader(f) for f in self.fields]
+        self._nothing = [None] * len(self.fields)
         self._prepared = [(i, f) for i, f in enumerate(self.fields)
                           if _needs_preparing(f, vendor)]
         self._compared = {name: i for name, i in self._index.items()
                           if not getattr(self.fields[i], "auto_now", False)}
-
-    def _value(self, i: int, name: str, value, parents: dict):
-        if value is None:
-            return None
-        if self._readers[i] is None:  # a foreign key, by natural key
-            try:
-                return parents[(name, ser.dumps(value))]
-            except KeyError:
-                raise Unfit(name) from None
-        try:
-            return self._readers[i](value)
-        except Exception:
-            raise Unfit(name) from None
 
     def read(self, fields: dict, parents: dict, base: list | None = None) -> list:
         """The Python values (attname order) of a payload's ``fields``.
@@ -156,15 +148,25 @@ class Columns:
         default to take.
         """
         values = list(base) if base is not None else [_MISSING] * len(self.fields)
-        index = self._index
-        for name, value in fields.items():
-            i = index.get(name)
-            if i is None:
-                raise Unfit(name)
-            values[i] = self._value(i, name, value, parents)
+        index, natives, readers = self._index, self._natives, self._readers
+        name = None
+        try:  # the hottest loop of a replay: one pass, no calls for native values
+            for name, value in fields.items():
+                i = index[name]
+                if value is None or type(value) is natives[i]:
+                    values[i] = value
+                elif readers[i] is None:  # a foreign key, by natural key
+                    values[i] = parents[(name, ser.dumps(value))]
+                else:
+                    values[i] = readers[i](value)
+        except Exception:  # unknown field, parent not found, bad value
+            raise Unfit(name) from None
         if base is None and len(fields) != len(values):
             self._fill_defaults(values)
         return values
+
+    def _value(self, name: str, value, parents: dict):
+        return self.read({name: value}, parents, self._nothing)[self._index[name]]
 
     def holds(self, obj: models.Model, before: dict, parents: dict) -> bool:
         """Whether ``obj`` still has the values of the before-state ``before``.
@@ -179,7 +181,7 @@ class Columns:
                 if name in self._index:
                     continue  # an auto_now field
                 raise Unfit(name)
-            if self._value(i, name, base, parents) != getattr(obj, self.fields[i].attname):
+            if self._value(name, base, parents) != getattr(obj, self.fields[i].attname):
                 return False
         return True
 
