@@ -8,6 +8,7 @@ from syncrouter import serialization as ser
 from syncrouter.capture.context import replaying
 from syncrouter.models import Conflict, IncomingTransaction
 from syncrouter.replay import natural
+from syncrouter.replay.messages import ReplayLog
 from syncrouter.signals import post_replay, pre_replay
 from tests import factories
 from tests.checksum import node_checksums
@@ -238,3 +239,13 @@ def test_a_key_that_cannot_be_looked_up_fails_only_its_own_row(nodes, change):
     assert sorted(m.outcome for m in crfs.values()) == ["error", "inserted", "inserted",
                                                        "inserted"]
     assert CrfOne.objects.using(nodes.server).count() == 3
+
+
+def test_deserialize_returns_a_replay_log_with_counts(nodes):
+    _visits_on_both(nodes, 3)
+    messages = IncomingTransaction.objects.using(nodes.server).filter(
+        is_consumed=False).deserialize(check_hostname=False)
+    assert isinstance(messages, ReplayLog)
+    assert messages.counts == {"inserted": 3}
+    assert [m.outcome for m in messages] == ["inserted"] * 3 and messages[-1].model == (
+        "testapp.crfone")

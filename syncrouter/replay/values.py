@@ -198,11 +198,12 @@ class Columns:
                 values[i] = field.get_default()
 
     def prepare(self, values: list, connection) -> list:
-        """Query parameters for Python values in attname order (``values`` is reused)."""
+        """Query parameters for Python values in attname order."""
+        params = list(values)
         for i, field in self._prepared:
-            if values[i] is not None:
-                values[i] = field.get_db_prep_save(values[i], connection)
-        return values
+            if params[i] is not None:
+                params[i] = field.get_db_prep_save(params[i], connection)
+        return params
 
     def pk_last(self, values: list) -> list:
         """``values`` with the primary key moved last, as ``bulk.update`` takes them."""
