@@ -249,3 +249,38 @@ def test_deserialize_returns_a_replay_log_with_counts(nodes):
     assert messages.counts == {"inserted": 3}
     assert [m.outcome for m in messages] == ["inserted"] * 3 and messages[-1].model == (
         "testapp.crfone")
+
+
+def test_deletes_replay_in_a_few_queries_and_match_the_client(nodes):
+    _visits_on_both(nodes, 40)
+    replay(nodes.server)
+    for crf in CrfOne.objects.using(nodes.client).all():
+        crf.delete()  # one client transaction each
+    push(nodes)
+    with CaptureQueriesContext(connections[nodes.server]) as queries:
+        messages = replay(nodes.server, batch_size=20)
+    crfs = [m for m in messages.values() if m.model == "testapp.crfone"]
+    assert {m.outcome for m in crfs} == {"deleted"} and len(crfs) == 40
+    assert len(queries) < 60, [q["sql"][:80] for q in queries]  # row by row: 10 per row
+    assert not CrfOne.objects.using(nodes.server).exists()
+    assert node_checksums(nodes.server) == node_checksums(nodes.client)
+
+
+def test_a_delete_refused_here_fails_alone_and_the_others_apply(nodes):
+    """The server added a member to H002, which protects it: that delete is an error
+    (nothing deleted), and H001 and H003, batched with it, still go."""
+    households = [factories.household(nodes.client, f"H00{n}") for n in (1, 2, 3)]
+    push(nodes)
+    replay(nodes.server)
+    factories.member(nodes.server, Household.objects.using(nodes.server).get(
+        household_identifier="H002"), "S900")
+    for hh in households:
+        hh.delete()
+    push(nodes)
+    messages = replay(nodes.server)
+    assert {m.key[0]: m.outcome for m in messages.values()} == {
+        "H001": "deleted", "H002": "error", "H003": "deleted"}
+    assert "ProtectedError" in next(m.text for m in messages.values() if m.key[0] == "H002")
+    assert list(Household.objects.using(nodes.server).values_list(
+        "household_identifier", flat=True)) == ["H002"]
+    assert HouseholdMember.objects.using(nodes.server).count() == 1

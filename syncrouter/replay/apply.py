@@ -101,18 +101,19 @@ def _other_row(existing, payload) -> bool:
     return payload.get("pk") is not None and str(existing.pk) != str(payload["pk"])
 
 
-def _guarded_delete(model, existing, alias: str) -> None:
-    """Delete the row and its MTI parents; refuse if anything else would cascade with it."""
+def guarded_delete(model, rows: list, alias: str) -> None:
+    """Delete the rows and their MTI parents; refuse if anything else would cascade with them."""
     collector = Collector(using=alias)
-    collector.collect([existing])
-    own = {existing._meta.label_lower} | {
-        parent._meta.label_lower for parent in existing._meta.get_parent_list()}
+    collector.collect(rows)
+    own = {model._meta.label_lower} | {
+        parent._meta.label_lower for parent in model._meta.get_parent_list()}
     extra = [f"{m._meta.label_lower} ({len(objs)})" for m, objs in collector.data.items()
              if m._meta.label_lower not in own and objs]
     extra += [f"{qs.model._meta.label_lower}" for qs in collector.fast_deletes
               if not qs.model._meta.auto_created and qs.exists()]
     if extra:
-        raise Outcome("conflict", f"deleting {model._meta.label_lower} {existing.pk} here would "
+        pks = ", ".join(str(row.pk) for row in rows)
+        raise Outcome("conflict", f"deleting {model._meta.label_lower} {pks} here would "
                                   f"also delete {', '.join(extra)}, which the producer did not "
                                   "delete; nothing was deleted.")
     collector.delete()
@@ -191,7 +192,7 @@ def apply_row(model, action: str, payload: dict, alias: str, tx,
             payload = {**payload, "before": conflicts.as_unknown_base(payload["before"])}
         decision, text = conflicts.check(model, existing, payload, alias, tx, gap)
         if decision == "apply":
-            _guarded_delete(model, existing, alias)
+            guarded_delete(model, [existing], alias)
         return _outcome("deleted", text)
     if action == "I" and existing is not None and payload.get("pk") is not None \
             and not _other_row(existing, payload):

@@ -31,6 +31,7 @@ from ..capture.context import replaying
 from ..lookups import AnyOf
 from ..signals import post_replay, pre_replay
 from . import bulk, keys, natural, values
+from .apply import guarded_delete
 from .messages import Outcome
 
 logger = logging.getLogger("syncrouter.replay")
@@ -38,7 +39,7 @@ logger = logging.getLogger("syncrouter.replay")
 
 def batchable(model, payload: dict, action: str) -> bool:
     """Whether a row may take the fast path (before looking at the database)."""
-    if action not in ("I", "U") or "m2m" in payload or payload.get("pk") is None:
+    if action not in ("I", "U", "D") or "m2m" in payload or payload.get("pk") is None:
         return False
     if model._meta.parents or getattr(model, "sync_replay_save", False):
         return False
@@ -55,7 +56,7 @@ def _resolve_parents(model, items, alias: str) -> dict:
     after the change and (for updates) before it."""
     wanted = defaultdict(list)
     for item in items:
-        for state in (item.payload["fields"], item.payload.get("before") or {}):
+        for state in (item.payload.get("fields") or {}, item.payload.get("before") or {}):
             for field in _fk_fields(model):
                 key = state.get(field.name)
                 if key is not None:
@@ -105,7 +106,10 @@ class _Batch:
         self.seen: set = set()
 
     def plan(self, item) -> tuple | None:
-        """(values to write, the row it changes or None) if ``item`` may take the fast path."""
+        """(values to write, the row it changes) if ``item`` may take the fast path.
+
+        An insert has no row it changes, a delete no values to write.
+        """
         pk, key = str(item.payload["pk"]), ser.dumps(item.payload["nk"])
         if pk in self.seen or key in self.seen or item.row.id in self.stale:
             return None
@@ -116,6 +120,10 @@ class _Batch:
             return self.columns.read(item.payload["fields"], self.parents), None
         if existing is None or str(self.keys.get(key)) != pk:
             return None
+        if item.row.action == "D":
+            if not self.columns.holds(existing, item.payload["before"], self.parents):
+                return None
+            return None, existing
         before = self.columns.values_of(existing)
         after = self.columns.read(item.payload["fields"], self.parents, before)
         if after == before or not self.columns.holds(existing, item.payload["before"],
@@ -170,21 +178,27 @@ def write(model, fast: list, alias: str, consumer: str) -> bool:
     """Write the planned rows and consume their transactions in one database transaction.
 
     New rows go in with one bulk INSERT, changed rows with one bulk UPDATE of
-    every column. Model instances are built only when a ``pre_replay`` or
-    ``post_replay`` receiver listens for the model; one that changes them in
-    ``pre_replay`` changes what is written. Returns False (and writes nothing)
-    if the database or a receiver refused the batch.
+    every column, and deleted rows go with one ``Collector``, which refuses
+    (and so sends the batch row by row) if the deletes would cascade to rows
+    the producer did not delete. Model instances of the inserts and updates are
+    built only when a ``pre_replay`` or ``post_replay`` receiver listens for
+    the model; one that changes them in ``pre_replay`` changes what is written.
+    Deletes send no replay signals (Django's delete signals go as usual).
+    Returns False (and writes nothing) if the database or a receiver refused
+    the batch.
     """
     columns = values.columns(model, connections[alias].vendor)
-    writes = [write for _, unit_writes in fast for write in unit_writes]
-    transactions = [item.row for unit, _ in fast for item in unit]
+    planned = [(item.row, write) for unit, unit_writes in fast
+               for item, write in zip(unit, unit_writes)]
+    writes = [write for _, write in planned if write[0] is not None]
+    gone = [existing for _, (row, existing) in planned if row is None]
     listening = pre_replay.has_listeners(model) or post_replay.has_listeners(model)
     try:
         with transaction.atomic(using=alias), replaying(alias):
             if listening:
                 objs = [columns.instance(row, existing) for row, existing in writes]
-                pre_replay.send(sender=model, alias=alias, instances=objs,
-                                transactions=transactions)
+                written = [tx for tx, write in planned if write[0] is not None]
+                pre_replay.send(sender=model, alias=alias, instances=objs, transactions=written)
                 writes = [(columns.values_of(obj), existing)
                           for obj, (_, existing) in zip(objs, writes)]
             connection = connections[alias]
@@ -196,13 +210,14 @@ def write(model, fast: list, alias: str, consumer: str) -> bool:
                 bulk.insert(model, columns.names, new, alias)
             if changed:
                 bulk.update(model, columns.pk_last(columns.names)[:-1], changed, alias)
-            if bulk.consume([tx.id for tx in transactions], alias, consumer) != len(transactions):
+            if gone:
+                guarded_delete(model, gone, alias)
+            if bulk.consume([tx.id for tx, _ in planned], alias, consumer) != len(planned):
                 raise Outcome("skipped", "some rows were consumed by another replay")
             if listening:
-                post_replay.send(sender=model, alias=alias, instances=objs,
-                                 transactions=transactions)
+                post_replay.send(sender=model, alias=alias, instances=objs, transactions=written)
     except Exception as exc:  # a constraint, a receiver: the row-by-row path reports it
         logger.info("Batch write of %d %s rows on %s refused (%s); replaying them one by one.",
-                    len(writes), model._meta.label_lower, alias, exc)
+                    len(planned), model._meta.label_lower, alias, exc)
         return False
     return True

@@ -7,7 +7,7 @@ its consumed marks in one database transaction (guarantee 3), with capture
 switched off for the alias (guarantee 4), or not at all: when one member waits
 or fails, the unit rolls back and every member says which one stopped it.
 
-Runs of units that only insert or update rows of one model go through the fast
+Runs of units that only insert, update or delete rows of one model go through the fast
 path (``batch.py``: a few queries and one bulk write per batch); anything else,
 and any unit the fast path declines, is applied row by row (``apply.py``).
 
@@ -53,6 +53,10 @@ def consumer_node(custom_device, alias: str) -> conf.Node:
         return conf.Node(alias, custom_device, node.role)
     name = getattr(custom_device, "name", None) or str(custom_device)
     return conf.Node(alias, name, getattr(custom_device, "role", node.role))
+
+
+#: The outcome of an action applied on the fast path.
+_DONE = {"I": "inserted", "U": "updated", "D": "deleted"}
 
 
 class _UnitFailed(Exception):
@@ -175,7 +179,7 @@ class Replayer:
         if fast and batch.write(model, fast, self.alias, self.node.name):
             for unit, _ in fast:
                 for item in unit:
-                    self._report(item, "inserted" if item.row.action == "I" else "updated", "")
+                    self._report(item, _DONE[item.row.action], "")
                     self.max_hlc = max(self.max_hlc, item.row.hlc)
         else:
             slow = pending
