@@ -87,3 +87,31 @@ def test_copy_reports_progress_per_batch(nodes):
     pending(nodes.client).copy_to_incoming_transaction(nodes.server, batch_size=2,
                                                        progress=seen.append)
     assert [r.copied for r in seen] == [2, 4, 5]
+
+
+def test_a_large_copy_into_postgresql_refreshes_the_inbox_statistics(nodes, monkeypatch):
+    """PostgreSQL's planner sees the inbox's new size at once (reltuples, set by ANALYZE),
+    not whenever autovacuum gets to it; a small copy leaves the statistics alone. Other
+    targets have nothing to refresh and copy as usual."""
+    from django.db import connections
+
+    from syncrouter.transfer import copy
+
+    def planner_rows() -> float | None:
+        if connections[nodes.server].vendor != "postgresql":
+            return None
+        with connections[nodes.server].cursor() as cursor:
+            cursor.execute("SELECT reltuples FROM pg_class WHERE relname = %s",
+                           [IncomingTransaction._meta.db_table])
+            return cursor.fetchone()[0]
+
+    factories.study(nodes.client, 1, 2, 1)
+    total = OutgoingTransaction.objects.using(nodes.client).count()
+    monkeypatch.setattr(copy, "ANALYZE_AFTER", total + 1)
+    before = planner_rows()
+    pending(nodes.client).filter(sequence__lte=3).copy_to_incoming_transaction(nodes.server)
+    assert planner_rows() == before
+    monkeypatch.setattr(copy, "ANALYZE_AFTER", 1)
+    assert pending(nodes.client).copy_to_incoming_transaction(nodes.server) == (total - 3, 0)
+    if connections[nodes.server].vendor == "postgresql":
+        assert planner_rows() == total

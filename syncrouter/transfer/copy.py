@@ -41,6 +41,11 @@ IDENTITY_FIELDS = ("id", "tx", "tx_name", "tx_pk", "producer", "hostname", "sequ
                    "db_transaction_id", "hlc", "action", "timestamp")
 
 
+#: A copy of at least this many rows into a PostgreSQL inbox ends with ANALYZE
+#: (``pgcopy.analyze_inbox``), so that replay's queries are planned for its new size.
+ANALYZE_AFTER = 10_000
+
+
 class CopyResult(NamedTuple):
     copied: int
     already_present: int
@@ -246,6 +251,10 @@ class TransferQuerySet(models.QuerySet):
                 f"{type(exc).__name__}: {exc}. {copied} transactions were "
                 f"copied and marked before the break ({present} already there); run the copy "
                 "again to finish.", side, done) from exc
+        if copied >= ANALYZE_AFTER and connections[using].vendor == "postgresql":
+            from .pgcopy import analyze_inbox
+
+            analyze_inbox(using)
         logger.info("Copied %d transactions from %s to %s (%d already there).",
                     copied, self.db, using, present)
         return CopyResult(copied, present)
