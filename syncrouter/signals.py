@@ -1,7 +1,10 @@
 """Signals sent around the writes replay makes.
 
-Replay writes in batches (``bulk_create``), which sends no ``pre_save`` or
-``post_save``; these two signals stand in for them. Both are sent inside the
+Replay writes in batches (COPY or ``executemany``), which send no ``pre_save``
+or ``post_save``; these two signals stand in for them. A batch builds model
+instances only for a model that has receivers, and what a ``pre_replay``
+receiver changes on them is what gets written. Deletes send none of these
+(Django's delete signals go as usual). Both are sent inside the
 database transaction of the write, so a receiver that raises rolls the batch
 back and its transactions stay pending. A model that needs its own ``save()``
 on every replayed object sets ``sync_replay_save = True``; replay then saves
