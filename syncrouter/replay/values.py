@@ -14,7 +14,9 @@ per model and database:
 - **Preparing.** Those same built-in classes need no preparation where the
   driver takes the Python value as it is: native types on SQLite and MySQL;
   on PostgreSQL strings, booleans, floats, dates, times, UUIDs, decimals and
-  durations.
+  durations. Integers and aware datetimes go straight to the backend's last
+  step (``adapt_integerfield_value``, ``adapt_datetimefield_value``): the
+  layers of ``get_db_prep_save`` above it return such values unchanged.
 
 Only exact built-in classes qualify: a subclass may override either step. Any
 other field, and any value not in the expected form, goes the general way
@@ -113,6 +115,25 @@ def _needs_preparing(field, vendor: str) -> bool:
     return cls not in _NATIVE
 
 
+def _preparer(field):
+    """Python value (not None) -> query parameter, as ``get_db_prep_save`` gives it."""
+    target = field.target_field if field.is_relation else field
+    cls, internal = type(target), target.get_internal_type()
+    if _NATIVE.get(cls) is int:
+        def prepare(value, connection):
+            if type(value) is int:
+                return connection.ops.adapt_integerfield_value(value, internal)
+            return field.get_db_prep_save(value, connection)
+    elif cls is models.DateTimeField:
+        def prepare(value, connection):
+            if type(value) is datetime.datetime and value.tzinfo is not None:
+                return connection.ops.adapt_datetimefield_value(value)
+            return field.get_db_prep_save(value, connection)
+    else:
+        prepare = field.get_db_prep_save
+    return prepare
+
+
 class Unfit(Exception):
     """A payload the bulk path does not take; the row-by-row path handles (and reports) it."""
 
@@ -132,7 +153,7 @@ class Columns:
         self._natives = [_NATIVE.get(type(f)) for f in self.fields]
         self._readers = [None if f.is_relation else _reader(f) for f in self.fields]
         self._nothing = [None] * len(self.fields)
-        self._prepared = [(i, f) for i, f in enumerate(self.fields)
+        self._prepared = [(i, _preparer(f)) for i, f in enumerate(self.fields)
                           if _needs_preparing(f, vendor)]
         self._compared = {name: i for name, i in self._index.items()
                           if not getattr(self.fields[i], "auto_now", False)}
@@ -200,9 +221,9 @@ class Columns:
     def prepare(self, values: list, connection) -> list:
         """Query parameters for Python values in attname order."""
         params = list(values)
-        for i, field in self._prepared:
+        for i, prepare in self._prepared:
             if params[i] is not None:
-                params[i] = field.get_db_prep_save(params[i], connection)
+                params[i] = prepare(params[i], connection)
         return params
 
     def pk_last(self, values: list) -> list:
