@@ -139,25 +139,30 @@ class ReplayLog(Sequence[ReplayMessage]):
         read from the payload.
         """
         tx = tx_id.bytes
-        position = self._deferred.pop(tx, None)
+        position = self._deferred.pop(tx, None) if self._deferred else None
         strings = (producer, model, action, outcome, text)
-        if position is None:
+        encoded = orjson.dumps(key)
+        if position is None:  # the common case, kept short: once per row replayed
             position = len(self._sequences)
             self._ids += tx
             self._sequences.append(sequence)
-            self._key_starts.append(0)
-            self._key_lengths.append(0)
             for column, value in zip(self._string_columns(), strings):
                 column.append(value)
+            start = len(self._keys)
+            self._keys += encoded
+            self._key_starts = _fit(self._key_starts, start)
+            self._key_starts.append(start)
+            self._key_lengths = _fit(self._key_lengths, len(encoded))
+            self._key_lengths.append(len(encoded))
         else:
             self._count(self._outcomes[position], -1)
             self._sequences[position] = sequence
             for column, value in zip(self._string_columns(), strings):
                 column[position] = value
-        self._set_key(position, orjson.dumps(key))
+            self._set_key(position, encoded)
         if outcome == "deferred":
             self._deferred[tx] = position
-        self._count(outcome, 1)
+        self._counts[outcome] = self._counts.get(outcome, 0) + 1
 
     @property
     def counts(self) -> dict[str, int]:
