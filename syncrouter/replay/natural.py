@@ -19,10 +19,10 @@ from django.db import connections, models
 from django.db.models import F
 
 from .. import serialization as ser
-from ..lookups import AnyOf
+from ..lookups import AnyOf, AnyRowOf
 
 #: Keys per query. Elsewhere each key takes a parameter (SQLite allows 999 per
-#: query); PostgreSQL takes each column's keys as one array (``lookups.AnyOf``),
+#: query); PostgreSQL takes each column's keys as one array (``lookups.AnyRowOf``),
 #: and one query for a whole batch beats many small ones by far.
 CHUNK = 500
 ARRAY_CHUNK = 10_000
@@ -111,11 +111,16 @@ def _one_by_one(model, wanted: dict, alias: str) -> dict[str, object]:
 def _by_paths(model, paths: tuple, wanted: dict, alias: str) -> dict[str, object]:
     found: dict[str, object] = {}
     items = list(wanted.items())
-    size = ARRAY_CHUNK if connections[alias].vendor == "postgresql" else CHUNK
+    postgres = connections[alias].vendor == "postgresql"
+    size = ARRAY_CHUNK if postgres else CHUNK
     manager = model._base_manager.using(alias)
     for start in range(0, len(items), size):
         chunk = items[start:start + size]
-        filters = [AnyOf(F(path), {key[i] for _, key in chunk}) for i, path in enumerate(paths)]
+        if postgres:  # whole keys: looked up by index however large the table
+            filters = [AnyRowOf([F(path) for path in paths], [key for _, key in chunk])]
+        else:  # each part: more rows than asked for, left out below
+            filters = [AnyOf(F(path), {key[i] for _, key in chunk})
+                       for i, path in enumerate(paths)]
         for *values, pk in manager.filter(*filters).values_list(*paths, "pk"):
             text = ser.dumps(values)
             if text in wanted:
