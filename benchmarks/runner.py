@@ -29,6 +29,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         help="comma-separated N for the scale rows (ignored with --quick)")
     parser.add_argument("--scale-repeat", type=int, default=1,
                         help="repeats of each scale size (default 1: they are long)")
+    parser.add_argument("--scale-oldtools-up-to", type=int, default=100_000, metavar="N",
+                        help="scale sizes up to N also replay the older tools' way "
+                             "(default 100000; slow: about 130 rows/s on PostgreSQL)")
     parser.add_argument("--million", action="store_true",
                         help="add N=1,000,000 to the scale rows (long; never with --quick)")
     parser.add_argument("--only", default="",
@@ -81,7 +84,8 @@ def run(args: argparse.Namespace) -> bool:
         print(report.environment_line(env), flush=True)
         plan = {"capture": lambda: suites.capture(args.n, args.repeat),
                 "copy_replay": lambda: suites.copy_and_replay(args.n, args.repeat),
-                "scale": lambda: suites.scale(args.sizes, args.scale_repeat),
+                "scale": lambda: suites.scale(args.sizes, args.scale_repeat,
+                                              args.scale_oldtools_up_to),
                 "e2e": lambda: suites.end_to_end(args.n, args.repeat)}
         rows, failures = [], {}
         for name in args.suites:

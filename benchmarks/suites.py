@@ -154,7 +154,7 @@ def _empty_incoming() -> None:
 def replay(alias: str = SERVER) -> Counter:
     messages = IncomingTransaction.objects.using(alias).filter(is_consumed=False).deserialize(
         check_hostname=False)
-    return Counter(message.outcome for message in messages)
+    return Counter(messages.counts)
 
 
 def _oldtools_replay(write, *args) -> tuple[float, int]:
@@ -276,14 +276,35 @@ def _mb(size: int | None) -> float | None:
     return None if size is None else round(size / 2**20, 1)
 
 
-def scale(sizes: list[int], repeat: int) -> list[Row]:
+def _oldtools_scale_setup(size: int) -> None:
+    """The scale rows captured the older tools' way on ``PlainCrf``, moved to the server.
+
+    Setup, not timed: saved in 1,000-row client transactions (each save still
+    writes its own transaction row), with the visits loaded once.
+    """
+    wl.seed_visits(CLIENT, wl.visit_rows(size), models=[PlainVisit])
+    visits = wl.chunked(wl.loaded_visits(PlainVisit, CLIENT), SCALE_CHUNK)
+    with oldtools.capturing(PlainCrf):
+        for chunk in wl.chunked(wl.crf_rows(size), SCALE_CHUNK):
+            with transaction.atomic(using=CLIENT):
+                wl.save_each(PlainCrf, CLIENT, next(visits), chunk, atomic=False)
+    expect(f"old tools transactions at N={size}", oldtools.copy(CLIENT, SERVER), size)
+
+
+def scale(sizes: list[int], repeat: int, oldtools_up_to: int = 0) -> list[Row]:
     """Replay at growing N, with the process's resident memory while each side runs.
 
     Reported for both: RSS at the start of the call, its peak during it (what a
-    250 MB budget for a million rows is about) and the difference.
+    250 MB budget for a million rows is about) and the difference. Sizes up to
+    ``oldtools_up_to`` also get a row against the older tools' replay of the same
+    rows (about 130 rows/s on PostgreSQL: 13 minutes at 100,000).
     """
     rows = []
     for size in sizes:
+        old = Row(f"scale.replay.{size}.vs_oldtools", "scale",
+                  "the same replay as scale.replay.N",
+                  "old tools (reproduction): serializers.deserialize(json) + .save() per row "
+                  "of the same rows", size) if size <= oldtools_up_to else None
         row = Row(f"scale.replay.{size}", "scale",
                   "deserialize(check_hostname=False) of N transactions (client: captured "
                   f"bulk_create, {SCALE_CHUNK:,} rows per transaction)",
@@ -305,7 +326,15 @@ def scale(sizes: list[int], repeat: int) -> list[Row]:
             expect(f"baseline rows at N={size}", PlainCrf.objects.using(SERVER).count(), size)
             row.baseline_seconds.append(seconds)
             row.notes.update(_memory("baseline", memory))
-        rows.append(row)
+            if old is not None:
+                PlainCrf.objects.using(SERVER).all().delete()
+                _oldtools_scale_setup(size)
+                seconds, replayed = timed(oldtools.replay, SERVER)
+                expect(f"old tools replayed rows at N={size}",
+                       (replayed, PlainCrf.objects.using(SERVER).count()), (size, size))
+                old.syncrouter_seconds.append(row.syncrouter_seconds[-1])
+                old.baseline_seconds.append(seconds)
+        rows += [row] if old is None else [row, old]
     return rows
 
 

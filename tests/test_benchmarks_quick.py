@@ -19,8 +19,8 @@ QUICK_N = 150
 COMMON_ROWS = {
     "capture.save.atomic", "capture.save.autocommit", "capture.bulk_create", "capture.update",
     "oldtools.capture", "copy.vs_bulk_create", "replay.vs_bulk_create", "replay.vs_oldtools",
-    "replay.updates", "replay.updates.vs_oldtools", f"scale.replay.{QUICK_N}",
-    f"scale.replay.{2 * QUICK_N}", "e2e.clients_to_server",
+    "replay.updates", "replay.updates.vs_oldtools", "e2e.clients_to_server",
+    *(f"scale.replay.{n}{old}" for n in (QUICK_N, 2 * QUICK_N) for old in ("", ".vs_oldtools")),
 }
 ROWS = {"sqlite": COMMON_ROWS, "postgres": COMMON_ROWS | {"copy.vs_copy"}}
 
