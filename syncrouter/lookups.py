@@ -96,7 +96,7 @@ class AnyRowOf(Expression):
     def as_postgresql(self, compiler, connection):
         lhs, params = self._columns(compiler)
         # Typed arrays: an array of NULLs alone would leave unnest() no type to take.
-        arrays = [f"%s::{column.output_field.cast_db_type(connection)}[]"
-                  for column in self.columns]
+        types = [column.output_field.cast_db_type(connection) for column in self.columns]
+        arrays = [f"%s::{kind}[]" if kind else "%s" for kind in types]
         return (f"{lhs} IN (SELECT * FROM unnest({', '.join(arrays)}))",
                 (*params, *self._values(connection)))
