@@ -148,11 +148,8 @@ class ReplayLog(Sequence[ReplayMessage]):
             self._sequences.append(sequence)
             for column, value in zip(self._string_columns(), strings):
                 column.append(value)
-            start = len(self._keys)
-            self._keys += encoded
-            self._key_starts = _fit(self._key_starts, start)
+            start = self._append_key(encoded)  # may widen the columns: append after
             self._key_starts.append(start)
-            self._key_lengths = _fit(self._key_lengths, len(encoded))
             self._key_lengths.append(len(encoded))
         else:
             self._count(self._outcomes[position], -1)
@@ -192,12 +189,18 @@ class ReplayLog(Sequence[ReplayMessage]):
         """
         if self._key_json(position) == encoded:
             return
+        start = self._append_key(encoded)
+        self._key_starts[position] = start
+        self._key_lengths[position] = len(encoded)
+
+    def _append_key(self, encoded: bytes) -> int:
+        """Append a key's bytes; their offset. Widens the offset and length columns to take
+        the offset and length it is about to be given."""
         start = len(self._keys)
         self._keys += encoded
         self._key_starts = _fit(self._key_starts, start)
-        self._key_starts[position] = start
         self._key_lengths = _fit(self._key_lengths, len(encoded))
-        self._key_lengths[position] = len(encoded)
+        return start
 
     def _message(self, position: int) -> ReplayMessage:
         offset = 16 * position
