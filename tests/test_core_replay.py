@@ -193,19 +193,28 @@ def test_auth_users_and_groups_replay(nodes):
     assert not OutgoingTransaction.objects.using(nodes.server).exists()
 
 
-def test_delete_that_would_cascade_further_is_refused(nodes):
+def test_delete_protected_here_waits_until_the_protecting_row_is_gone(nodes):
+    """Issue 11, history 3: a PROTECT child this node added makes the delete wait, with
+    the reason; once the child is gone the same transaction applies."""
     factories.household(nodes.client, "H001")
     push(nodes)
     replay(nodes)
     server_hh = Household.objects.using(nodes.server).get()
-    factories.member(nodes.server, server_hh, "S-SERVER-ONLY")
+    member = factories.member(nodes.server, server_hh, "S-SERVER-ONLY")
     Household.objects.using(nodes.client).get().delete()
     push(nodes)
-    messages = replay(nodes)
-    assert outcomes(messages) == ["error"]
-    assert "ProtectedError" in messages[0].text
+    for _ in range(2):  # it waits on every run, and is never an error
+        messages = replay(nodes)
+        assert outcomes(messages) == ["deferred"]
+        assert "testapp.householdmember" in messages[0].text
+        assert "waits until they are gone" in messages[0].text
+        row = IncomingTransaction.objects.using(nodes.server).get(action="D")
+        assert row.is_deferred and not row.is_error and not row.is_consumed
     assert HouseholdMember.objects.using(nodes.server).filter(
         subject_identifier="S-SERVER-ONLY").exists()
+    member.delete()
+    assert outcomes(replay(nodes)) == ["deleted"]
+    assert not Household.objects.using(nodes.server).exists()
 
 
 def test_apply_and_consumed_mark_commit_together(nodes):

@@ -4,14 +4,16 @@ from __future__ import annotations
 import copy
 from functools import lru_cache
 
-from django.db import models
+from django.db import connections, models
 from django.db.models import prefetch_related_objects
 
 from .. import serialization as ser
 from ..registry import require_natural_key
 from . import outbox
 
-LOADED = "_syncrouter_loaded"
+BEFORE = "_syncrouter_before"
+#: Rows per query when capture reads rows (before-states, related rows).
+PREFETCH_CHUNK = 500
 
 
 @lru_cache(maxsize=None)
@@ -24,37 +26,76 @@ def _concrete(instance) -> type[models.Model]:
     return _checked(instance._meta.concrete_model)
 
 
-def _loaded_map(instance) -> dict | None:
-    loaded = instance.__dict__.get(LOADED)
-    return dict(zip(*loaded)) if loaded else None
+def read_before(instances: list, using: str) -> None:
+    """Read the rows ``instances`` stand for as the database holds them now, just before
+    a write changes or deletes them, and keep each on its instance for the capture.
+
+    The values an instance was loaded with are not enough: the row may have
+    changed since (a ``QuerySet.update()``, another instance, another user),
+    the instance may have been built by hand or loaded with ``only()``. Only the
+    row as stored says what the write changes. Where the database can, the rows
+    are locked (``SELECT ... FOR UPDATE``: the write locks them a moment later
+    anyway), so no concurrent writer slips in between. One query per
+    ``PREFETCH_CHUNK`` rows of a model.
+    """
+    by_model: dict = {}
+    for obj in instances:
+        if obj.pk is not None:
+            by_model.setdefault(obj._meta.concrete_model, []).append(obj)
+    for model, objs in by_model.items():
+        attnames = [f.attname for f in model._meta.concrete_fields]
+        rows = model._base_manager.using(using)
+        if connections[using].features.has_select_for_update:
+            rows = rows.select_for_update()
+        found = {}
+        for start in range(0, len(objs), PREFETCH_CHUNK):
+            chunk = [obj.pk for obj in objs[start:start + PREFETCH_CHUNK]]
+            for values in rows.filter(pk__in=chunk).values_list(*attnames):
+                row = dict(zip(attnames, values))
+                found[row[model._meta.pk.attname]] = row
+        for obj in objs:
+            stored = found.get(obj.pk)
+            if stored is None:
+                obj.__dict__.pop(BEFORE, None)
+            else:
+                obj.__dict__[BEFORE] = stored
 
 
-def _remember_saved(instance) -> None:
-    fields = instance._meta.concrete_fields
-    instance.__dict__[LOADED] = (
-        [f.attname for f in fields], [getattr(instance, f.attname) for f in fields])
+def _stored(instance, before: dict, update_fields) -> dict:
+    """attname -> the value the database holds for each column after this save.
+
+    ``save(update_fields=[...])`` writes only those fields: the others keep the
+    values the row had, whatever the instance holds in memory.
+    """
+    stored = {}
+    for field in instance._meta.concrete_fields:
+        saved = update_fields is None or field.name in update_fields \
+            or field.attname in update_fields
+        stored[field.attname] = getattr(instance, field.attname) if saved \
+            else before[field.attname]
+    return stored
 
 
-def _before(instance, model, loaded: dict, using: str) -> tuple[dict, dict]:
-    """Old travelling values and old attname values of the fields that changed."""
-    before, old_attrs = {}, {}
-    for field in ser.synced_fields(model):
-        if field.attname not in loaded:
-            continue
-        old = loaded[field.attname]
-        if old != getattr(instance, field.attname):
-            before[field.name] = ser.encode_value(field, old, using)
-            old_attrs[field.attname] = old
-    return before, old_attrs
+def _as_stored(instance, stored: dict):
+    """``instance`` itself if it holds ``stored``, else a copy that does (for natural keys)."""
+    differing = {a: v for a, v in stored.items() if getattr(instance, a) != v}
+    return _with_values(instance, differing) if differing else instance
 
 
-def _old_natural_key(instance, old_attrs: dict) -> list:
-    old = copy.copy(instance)
-    old._state = copy.copy(instance._state)
-    old._state.fields_cache = dict(instance._state.fields_cache)
-    for attname, value in old_attrs.items():
-        setattr(old, attname, value)  # a changed FK id drops its cached object
-    return ser.natural_key_of(old)
+def _with_values(instance, attrs: dict):
+    copied = copy.copy(instance)
+    copied._state = copy.copy(instance._state)
+    copied._state.fields_cache = dict(instance._state.fields_cache)
+    for attname, value in attrs.items():
+        setattr(copied, attname, value)  # a changed FK id drops its cached object
+    return copied
+
+
+def _encode_stored(view, field, value, using: str):
+    """Travelling value of a stored value; a foreign key ``view`` holds uses its cached row."""
+    if field.is_relation and value == getattr(view, field.attname):
+        return ser.encode_field(view, field)
+    return ser.encode_value(field, value, using)
 
 
 def _head(model, instance) -> dict:
@@ -63,45 +104,52 @@ def _head(model, instance) -> dict:
             "nk": ser.natural_key_of(instance)}
 
 
-def record_save(instance, using: str, created: bool) -> None:
+def record_save(instance, using: str, created: bool, update_fields=None) -> None:
+    """Record an insert, or an update of the fields the save changed.
+
+    An update carries the row as the database now holds it (``fields``), the
+    old values of the fields that changed (``before``, from ``read_before``)
+    and, if the natural key changed, the old key (``old_nk``). With
+    ``update_fields`` only those fields count as written: values the instance
+    holds but did not save never travel.
+    """
     model = _concrete(instance)
-    payload = {**_head(model, instance), "fields": ser.row_fields(instance)}
-    loaded = None if created else _loaded_map(instance)
-    if loaded is not None:
-        before, old_attrs = _before(instance, model, loaded, using)
-        payload["before"] = before
-        if old_attrs:
-            old_nk = _old_natural_key(instance, old_attrs)
-            if old_nk != payload["nk"]:
-                payload["old_nk"] = old_nk
-    outbox.record(using, model, instance.pk, "I" if created else "U", payload)
-    _remember_saved(instance)
-
-
-def _encode_loaded(instance, field, value, using: str):
-    """Travelling value of a loaded value; an unchanged FK uses the instance's cached row."""
-    if field.is_relation and value == getattr(instance, field.attname):
-        return ser.encode_field(instance, field)
-    return ser.encode_value(field, value, using)
+    before_row = instance.__dict__.pop(BEFORE, None)
+    if created or before_row is None:
+        payload = {**_head(model, instance), "fields": ser.row_fields(instance)}
+        outbox.record(using, model, instance.pk, "I", payload)
+        return
+    stored = _stored(instance, before_row, update_fields)
+    view = _as_stored(instance, stored)
+    payload = {**_head(model, view), "fields": ser.row_fields(view)}
+    before, old_attrs = {}, {}
+    for field in ser.synced_fields(model):
+        old = before_row[field.attname]
+        if old != stored[field.attname]:
+            before[field.name] = ser.encode_value(field, old, using)
+            old_attrs[field.attname] = old
+    payload["before"] = before
+    if old_attrs:
+        old_nk = ser.natural_key_of(_with_values(view, old_attrs))
+        if old_nk != payload["nk"]:
+            payload["old_nk"] = old_nk
+    outbox.record(using, model, instance.pk, "U", payload)
 
 
 def record_delete(instance, using: str) -> None:
+    """Record a delete with the row as the database held it (``read_before``), which is
+    what replay compares with the target's row before deleting it there."""
     model = _concrete(instance)
-    loaded = _loaded_map(instance)
-    if loaded is None:
-        before = ser.row_fields(instance)
-    else:
-        before = {f.name: _encode_loaded(instance, f, loaded[f.attname], using)
-                  for f in ser.synced_fields(model) if f.attname in loaded}
-    outbox.record(using, model, instance.pk, "D", {**_head(model, instance), "before": before})
+    stored = instance.__dict__.pop(BEFORE, None)
+    view = instance if stored is None else _as_stored(instance, stored)
+    before = {f.name: _encode_stored(view, f, getattr(view, f.attname), using)
+              for f in ser.synced_fields(model)}
+    outbox.record(using, model, instance.pk, "D", {**_head(model, view), "before": before})
 
 
 #: How many foreign-key hops ``load_related`` follows; natural keys reach through
 #: their parents (a CRF's key is its visit's, which is its member's plus a code).
 RELATED_DEPTH = 3
-
-
-PREFETCH_CHUNK = 500
 
 
 def load_related(instances: list) -> None:
@@ -133,7 +181,6 @@ def insert_entry(instance) -> tuple:
     """The outbox entry of a row just inserted by a bulk write (FKs loaded)."""
     model = _concrete(instance)
     payload = {**_head(model, instance), "fields": ser.row_fields(instance)}
-    _remember_saved(instance)
     return model._meta.label_lower, instance.pk, "I", payload
 
 
@@ -166,19 +213,33 @@ def _record_m2m_change(owner, field, op: str, keys: list, using: str) -> None:
     outbox.record(using, model, owner.pk, "U", payload)
 
 
+def _linked_keys(instance, field, using: str) -> list:
+    """Natural keys of the rows ``instance`` links to through ``field``, as stored now."""
+    through = field.remote_field.through
+    pks = through._base_manager.using(using).filter(
+        **{field.m2m_field_name(): instance.pk}).values_list(field.m2m_reverse_name(), flat=True)
+    targets = field.related_model._base_manager.using(using).filter(pk__in=list(pks))
+    return sorted((ser.natural_key_of(t) for t in targets), key=repr)
+
+
 def record_m2m(through, instance, action, reverse, model, pk_set, using: str) -> None:
     """Record an M2M change as updates of the owning model (the one declaring the field).
 
-    From the reverse side, each affected owner gets its own transaction.
+    From the reverse side, each affected owner gets its own transaction. A
+    ``clear()`` travels as the removal of the links the producer had: a link
+    another node added, which this producer never saw, is not its to remove.
     """
     if action not in ("post_add", "post_remove", "pre_clear", "post_clear"):
         return
     if not reverse:
-        if action == "pre_clear":
-            return
         field = _m2m_field(type(instance), through)
-        if action == "post_clear":
-            _record_m2m_change(instance, field, "clear", [], using)
+        stash = f"_syncrouter_clear_{field.name}"
+        if action == "pre_clear":
+            instance.__dict__[stash] = _linked_keys(instance, field, using)
+        elif action == "post_clear":
+            keys = instance.__dict__.pop(stash, [])
+            if keys:
+                _record_m2m_change(instance, field, "remove", keys, using)
         elif pk_set:
             targets = model._base_manager.using(using).filter(pk__in=pk_set)
             keys = sorted((ser.natural_key_of(t) for t in targets), key=repr)

@@ -3,9 +3,10 @@
 * ``capture_scope`` wraps ``save_base`` in an atomic block on the write's alias.
   Django sends ``post_save`` after its own atomic block has closed, so without this
   an autocommit save would be committed before its outbox row is written
-  (guarantee 1). Deletes and M2M changes already signal inside Django's atomic block.
-* ``remember_loaded`` keeps the values an instance was loaded with, so an update
-  can carry the before-state of the fields it changes (guarantee 6).
+  (guarantee 1). Inside the block, before a save that may update a row, the
+  row is read as stored (``changes.read_before``), so the update can carry
+  exactly the fields it changes and their old values (guarantee 6). Deletes
+  and M2M changes already signal inside Django's atomic block.
 * The queryset paths that send no ``post_save`` (bulk_create, bulk_update,
   update(), Collector deletes) are captured in ``queryset.py``.
 * An M2M change through a registered explicit ``through`` model is captured as
@@ -14,9 +15,8 @@
   globally: a global ``post_delete`` receiver would disable Django's fast delete
   for every model in the project.
 
-Mixin models get ``capture_scope``/``remember_loaded`` from ``SyncModelMixin``;
-models registered through ``site_sync_models`` get the same two functions
-installed on their class.
+Mixin models get ``capture_scope`` from ``SyncModelMixin``; models registered
+through ``site_sync_models`` get the same wrapper installed on their class.
 """
 from __future__ import annotations
 
@@ -32,13 +32,6 @@ from . import changes
 from .context import is_replaying
 from .rawsql import captured_writes
 
-LOADED = "_syncrouter_loaded"
-
-
-def remember_loaded(instance, field_names, values):
-    instance.__dict__[LOADED] = (field_names, values)
-    return instance
-
 
 def capture_scope(instance, save_kwargs: dict):
     """Atomic block on the alias ``save_base`` will write to, when capture is on."""
@@ -48,19 +41,33 @@ def capture_scope(instance, save_kwargs: dict):
     save_kwargs["using"] = using
     if is_replaying(using):
         return nullcontext()
-    return _captured_save(using)
+    return _captured_save(instance, using, _may_update(instance, save_kwargs))
+
+
+def _may_update(instance, save_kwargs: dict) -> bool:
+    """Whether ``save_base`` may UPDATE an existing row (Django inserts straight away a new
+    instance whose primary key has a default, and any with ``force_insert``)."""
+    if save_kwargs.get("force_insert") or instance.pk is None:
+        return False
+    pk = instance._meta.pk
+    if instance._state.adding and not save_kwargs.get("force_update") and (
+            pk.has_default() or getattr(pk, "has_db_default", lambda: False)()):
+        return False
+    return True
 
 
 @contextmanager
-def _captured_save(using: str):
+def _captured_save(instance, using: str, may_update: bool):
     with transaction.atomic(using=using, savepoint=False), captured_writes(using):
+        if may_update:
+            changes.read_before([instance], using)
         yield
 
 
 def _on_post_save(sender, instance, created, raw, using, update_fields, **kwargs):
     if raw or not conf.capture_enabled() or is_replaying(using):
         return
-    changes.record_save(instance, using, created)
+    changes.record_save(instance, using, created, update_fields)
 
 
 def _on_post_delete(sender, instance, using, origin=None, **kwargs):
@@ -122,23 +129,14 @@ def uninstall(model) -> None:
 
 
 def _patch(model) -> None:
-    """Give a model we do not own the mixin's atomic save and loaded-value snapshot."""
+    """Give a model we do not own the mixin's atomic, captured ``save_base``."""
     if "_syncrouter_original" in model.__dict__:
         return
-    model._syncrouter_original = {
-        name: model.__dict__.get(name) for name in ("save_base", "from_db")
-    }
+    model._syncrouter_original = {"save_base": model.__dict__.get("save_base")}
     save_base = model.save_base
-    from_db = model.from_db.__func__
 
     def patched_save_base(self, *args, **kwargs):
         with capture_scope(self, kwargs):
             save_base(self, *args, **kwargs)
 
-    def patched_from_db(cls, db, field_names, values, **kwargs):  # Django 6.1: fetch_mode
-        return remember_loaded(from_db(cls, db, field_names, values, **kwargs), field_names,
-                               values)
-
     model.save_base = patched_save_base
-    model.from_db = classmethod(patched_from_db)
-

@@ -53,13 +53,18 @@ def _capturing(using: str):
             setattr(connection, _BULK, False)
 
 
-def _fetch(model, using: str, pks) -> dict:
-    """pk -> row of ``model`` for ``pks``, in as few SELECTs as the parameter limit allows."""
+def _fetch(model, using: str, pks, lock: bool = False) -> dict:
+    """pk -> row of ``model`` for ``pks``, in as few SELECTs as the parameter limit allows;
+    with ``lock``, locked where the database can (rows about to be written: no
+    concurrent writer may change them between this read and the write)."""
     pks = list(dict.fromkeys(pks))
     size = outbox.max_params(connections[using]) - 10
+    query = model._base_manager.using(using)
+    if lock and connections[using].features.has_select_for_update:
+        query = query.select_for_update()
     rows = {}
     for start in range(0, len(pks), size):
-        for obj in model._base_manager.using(using).filter(pk__in=pks[start:start + size]):
+        for obj in query.filter(pk__in=pks[start:start + size]):
             rows[obj.pk] = obj
     return rows
 
@@ -156,7 +161,7 @@ def _bulk_create(original, queryset, using, objs, batch_size=None, ignore_confli
 def _bulk_update(original, queryset, using, objs, fields, batch_size=None):
     model = queryset.model._meta.concrete_model
     objs = list(objs)
-    before = _fetch(model, using, [obj.pk for obj in objs])
+    before = _fetch(model, using, [obj.pk for obj in objs], lock=True)
     result = original(queryset, objs, fields, batch_size=batch_size)
     outbox.record_entries(using, _update_entries(model, using, before))
     return result
@@ -165,7 +170,7 @@ def _bulk_update(original, queryset, using, objs, fields, batch_size=None):
 def _update(original, queryset, using, **kwargs):
     model = queryset.model._meta.concrete_model
     pks = list(queryset.values_list("pk", flat=True))
-    before = _fetch(model, using, pks)
+    before = _fetch(model, using, pks, lock=True)
     result = original(queryset, **kwargs)
     outbox.record_entries(using, _update_entries(model, using, before))
     return result
@@ -192,8 +197,9 @@ def _wrap_queryset_method(original, capture):
 def _wrap_collector_delete(original):
     """Collector deletes of registered rows: atomic with their capture, marked for the
     raw-SQL guard, and their ``post_delete`` records written in one batch. The
-    rows behind the doomed rows' foreign keys are loaded first, a query per
-    relation, so their natural keys cost no query per deleted row."""
+    doomed rows are read as stored first (their before-state, a query per model)
+    and the rows behind their foreign keys loaded, a query per relation, so
+    their natural keys cost no query per deleted row."""
 
     @functools.wraps(original)
     def wrapper(self):
@@ -202,8 +208,10 @@ def _wrap_collector_delete(original):
             return original(self)
         with transaction.atomic(using=self.using, savepoint=False), \
                 captured_writes(self.using), outbox.batch(self.using):
-            changes.load_related([obj for model, objs in self.data.items()
-                                  if site_sync_models.guards(model) for obj in objs])
+            doomed = [obj for model, objs in self.data.items()
+                      if site_sync_models.is_registered(model) for obj in objs]
+            changes.read_before(doomed, self.using)
+            changes.load_related(doomed)
             return original(self)
 
     wrapper.syncrouter_original = original

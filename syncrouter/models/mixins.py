@@ -17,8 +17,3 @@ class SyncModelMixin(models.Model):
     def save_base(self, *args, **kwargs):
         with hooks.capture_scope(self, kwargs):
             super().save_base(*args, **kwargs)
-
-    @classmethod
-    def from_db(cls, db, field_names, values, **kwargs):  # Django 6.1 passes fetch_mode
-        return hooks.remember_loaded(super().from_db(db, field_names, values, **kwargs),
-                                     field_names, values)

@@ -1,30 +1,38 @@
-"""The fast path: insert a run of new rows of one model with a handful of queries.
+"""The fast path: replay a run of inserts, updates and deletes of one model in a few queries.
 
-Replaying row by row costs two or three natural-key SELECTs and an INSERT per
-row. Most of a first sync is inserts of rows the node has never seen, and for
-those the per-row work can be done for the whole batch at once: one query finds
-which primary keys exist, one which natural keys do, one per foreign key which
-parents exist, one which rows a later change of the same producer supersedes;
-then one bulk INSERT (``bulk.insert``: COPY on PostgreSQL) and one UPDATE of
-the consumed marks, in one database transaction (guarantee 3). The values are
-written as the producer sent them, ``auto_now`` fields included.
+Replaying row by row costs two or three natural-key SELECTs and a write per
+row. For a run of plain changes of one model the per-row work is done for the
+whole batch at once, inside one database transaction: one query reads (and,
+where the database can, locks) the rows the batch names by primary key, one
+finds which natural keys exist, one per foreign key finds the parents, one
+finds which rows a later change of the same producer was already applied to;
+then one bulk INSERT of the new rows (``bulk.insert``: COPY on PostgreSQL), one
+``executemany`` UPDATE per set of changed columns, one ``Collector`` delete,
+and one UPDATE of the consumed marks (guarantee 3). Values are written as the
+producer sent them, ``auto_now`` fields included; an update writes only the
+columns its producer changed.
 
 A unit goes the row-by-row way instead when anything about it is not plain: a
-row already here (by primary key or natural key), a parent not found, a
-superseded row, a key repeated inside the batch, a value that does not decode,
-a model with multi-table inheritance or ``sync_replay_save = True`` (which asks
-for ``save()`` on each object, with its signals). If the batch write itself
-fails (a constraint the checks did not foresee) it is rolled back and every
-unit goes the row-by-row way, which reports each one.
+row already here (by primary key or natural key) for an insert, a row that is
+not here, or no longer holds the before-state, for an update or delete (a
+conflict, or the change already applied), a parent not found, a row a later
+change of its producer was applied to, a key repeated inside the batch, a value
+that does not decode, a model with multi-table inheritance or
+``sync_replay_save = True`` (which asks for ``save()`` on each object, with its
+signals). If the batch write itself fails (a constraint the checks did not
+foresee, a delete this node refuses) it is rolled back and every unit goes the
+row-by-row way, which reports each one. Either way the result is the one the
+row-by-row path gives: the fast path only takes changes whose outcome it knows.
 """
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from typing import NamedTuple
 
 from django.core.exceptions import ValidationError
 from django.db import connections, transaction
-from django.db.models import F, Q
+from django.db.models import F
 
 from .. import serialization as ser
 from ..capture.context import replaying
@@ -75,18 +83,35 @@ def _resolve_parents(model, items, alias: str) -> dict:
     return resolved
 
 
-def _superseded(label: str, items, alias: str) -> set:
-    """Ids of transactions a later change of the same row by the same producer overtakes."""
+def _overtaken(label: str, items, alias: str) -> set:
+    """Ids of transactions whose row a later change of the same producer was applied to.
+
+    Those go the row-by-row way, which works out what of them still counts
+    (``conflicts.Later``).
+    """
     from ..models import IncomingTransaction
 
     rows = defaultdict(list)
     for item in items:
         rows[item.row.tx_pk].append(item.row)
     later = IncomingTransaction.objects.using(alias).filter(
-        AnyOf(F("tx_pk"), rows), tx_name=label, is_error=False).filter(
-        Q(is_consumed=True) | Q(action="D")).values_list("tx_pk", "producer", "sequence")
+        AnyOf(F("tx_pk"), rows), tx_name=label, is_error=False, is_consumed=True).values_list(
+        "tx_pk", "producer", "sequence")
     return {row.id for tx_pk, producer, sequence in later for row in rows[tx_pk]
             if producer == row.producer and sequence > row.sequence}
+
+
+class Plan(NamedTuple):
+    """What the fast path does for one transaction."""
+
+    #: Values to write, in ``Columns`` order (None for a delete or an update that changes nothing).
+    values: list | None
+    #: The row it changes (None for an insert).
+    existing: object
+    #: Indexes of the columns an update writes.
+    changed: tuple = ()
+    #: Text of the transaction's message.
+    text: str = ""
 
 
 class _Batch:
@@ -95,45 +120,48 @@ class _Batch:
     def __init__(self, model, items, alias: str):
         self.columns = values.columns(model, connections[alias].vendor)
         pks = {str(item.payload["pk"]) for item in items}
+        rows = model._base_manager.using(alias)
+        if connections[alias].features.has_select_for_update:
+            rows = rows.select_for_update()  # no writer between this check and the write
         try:
-            self.current = {str(obj.pk): obj for obj in model._base_manager.using(alias).filter(
-                AnyOf(F("pk"), pks))}
+            self.current = {str(obj.pk): obj for obj in rows.filter(AnyOf(F("pk"), pks))}
         except (ValidationError, ValueError, TypeError) as exc:
             raise natural.LookupFailed(f"{model._meta.label_lower} primary keys: {exc}") from exc
         self.keys = natural.resolve(model, [item.payload["nk"] for item in items], alias)
         self.parents = _resolve_parents(model, items, alias)
-        self.stale = _superseded(model._meta.label_lower, items, alias)
+        self.overtaken = _overtaken(model._meta.label_lower, items, alias)
         self.seen: set = set()
 
-    def plan(self, item) -> tuple | None:
-        """(values to write, the row it changes) if ``item`` may take the fast path.
-
-        An insert has no row it changes, a delete no values to write.
-        """
+    def plan(self, item) -> Plan | None:
+        """The ``Plan`` of ``item`` if it may take the fast path, else None."""
         pk, key = str(item.payload["pk"]), ser.dumps(item.payload["nk"])
-        if pk in self.seen or key in self.seen or item.row.id in self.stale:
+        if pk in self.seen or key in self.seen or item.row.id in self.overtaken:
             return None
         existing = self.current.get(pk)
         if item.row.action == "I":
             if existing is not None or key in self.keys:
                 return None
-            return self.columns.read(item.payload["fields"], self.parents), None
+            return Plan(self.columns.read(item.payload["fields"], self.parents), None)
         if existing is None or str(self.keys.get(key)) != pk:
             return None
+        before = item.payload["before"]
+        if not self.columns.holds(existing, before, self.parents):
+            return None  # a conflict, or already applied: the row-by-row path says which
         if item.row.action == "D":
-            if not self.columns.holds(existing, item.payload["before"], self.parents):
-                return None
-            return None, existing
-        before = self.columns.values_of(existing)
-        after = self.columns.read(item.payload["fields"], self.parents, before)
-        if after == before or not self.columns.holds(existing, item.payload["before"],
-                                                     self.parents):
-            return None  # already applied, or a conflict: the row-by-row path says which
-        return after, existing
+            return Plan(None, existing)
+        if not before:
+            return Plan(None, existing, (), "no field changed")
+        current = self.columns.values_of(existing)
+        fields = item.payload["fields"]
+        after = self.columns.read({name: fields[name] for name in before}, self.parents, current)
+        changed = self.columns.changed(current, after)
+        if not changed:
+            return None
+        return Plan(after, existing, changed)
 
 
-def split(model, units: list, alias: str, held: dict) -> tuple[list, list]:
-    """(fast units with their planned writes, units for the row-by-row path), in order.
+def _split(batch: _Batch, model, units: list, held: dict) -> tuple[list, list]:
+    """(fast units with their plans, units for the row-by-row path), in order.
 
     A unit goes whole one way or the other. Fast units are written before slow
     ones, so a slow unit keeps on the slow path every later unit that writes
@@ -142,30 +170,25 @@ def split(model, units: list, alias: str, held: dict) -> tuple[list, list]:
     earlier rows left unapplied in this run). The row-by-row path then applies
     them in order, or defers them behind the row that holds them (guarantee 5).
     """
-    try:
-        batch = _Batch(model, [item for unit in units for item in unit], alias)
-    except natural.LookupFailed as exc:  # a bad key somewhere: each row reports its own
-        logger.info("Batch lookups failed (%s); replaying %d units one by one.", exc, len(units))
-        return [], list(units)
     blocked = {producer: set(held_keys) for producer, held_keys in held.items()}
     fast, slow = [], []
     for unit in units:
-        writes = []
+        plans = []
         for item in unit:
             held_back = blocked.get(item.row.producer)
             if held_back and held_back & keys.touched(item.row, item.payload, model):
                 break
             try:
-                planned = batch.plan(item)
+                plan = batch.plan(item)
             except values.Unfit:
-                planned = None
-            if planned is None:
+                plan = None
+            if plan is None:
                 break
-            writes.append(planned)
+            plans.append(plan)
         for item in unit:
             batch.seen.update((str(item.payload["pk"]), ser.dumps(item.payload["nk"])))
-        if len(writes) == len(unit):
-            fast.append((unit, writes))
+        if len(plans) == len(unit):
+            fast.append((unit, plans))
         else:
             slow.append(unit)
             for item in unit:
@@ -174,50 +197,77 @@ def split(model, units: list, alias: str, held: dict) -> tuple[list, list]:
     return fast, slow
 
 
-def write(model, fast: list, alias: str, consumer: str) -> bool:
-    """Write the planned rows and consume their transactions in one database transaction.
+def _write(model, fast: list, alias: str, consumer: str) -> None:
+    """Write the planned rows and consume their transactions (inside the caller's atomic block).
 
-    New rows go in with one bulk INSERT, changed rows with one bulk UPDATE of
-    every column, and deleted rows go with one ``Collector``, which refuses
-    (and so sends the batch row by row) if the deletes would cascade to rows
-    the producer did not delete. Model instances of the inserts and updates are
-    built only when a ``pre_replay`` or ``post_replay`` receiver listens for
-    the model; one that changes them in ``pre_replay`` changes what is written.
+    New rows go in with one bulk INSERT, changed rows with one bulk UPDATE per
+    set of changed columns, and deleted rows go with one ``Collector``, which
+    refuses (and so sends the batch row by row) if the deletes would cascade
+    to rows the producer did not delete. Model instances of the inserts and
+    updates are built only when a ``pre_replay`` or ``post_replay`` receiver
+    listens for the model; what a receiver changes in ``pre_replay`` is written.
     Deletes send no replay signals (Django's delete signals go as usual).
-    Returns False (and writes nothing) if the database or a receiver refused
-    the batch.
     """
     columns = values.columns(model, connections[alias].vendor)
-    planned = [(item.row, write) for unit, unit_writes in fast
-               for item, write in zip(unit, unit_writes)]
-    writes = [write for _, write in planned if write[0] is not None]
-    gone = [existing for _, (row, existing) in planned if row is None]
+    planned = [(item.row, plan) for unit, plans in fast for item, plan in zip(unit, plans)]
+    writes = [(tx, plan) for tx, plan in planned if plan.values is not None]
+    gone = [plan.existing for tx, plan in planned
+            if plan.values is None and tx.action == "D"]
     listening = pre_replay.has_listeners(model) or post_replay.has_listeners(model)
+    if listening:
+        held = [None if plan.existing is None else columns.values_of(plan.existing)
+                for _, plan in writes]
+        objs = [columns.instance(list(plan.values), plan.existing) for _, plan in writes]
+        transactions = [tx for tx, _ in writes]
+        pre_replay.send(sender=model, alias=alias, instances=objs, transactions=transactions)
+        writes = [(tx, plan._replace(values=columns.values_of(obj), changed=plan.changed if (
+            values_held is None) else columns.changed(values_held, columns.values_of(obj))))
+            for obj, (tx, plan), values_held in zip(objs, writes, held)]
+    connection = connections[alias]
+    new = [columns.prepare(plan.values, connection) for _, plan in writes
+           if plan.existing is None]
+    if new:
+        bulk.insert(model, columns.names, new, alias)
+    by_columns = defaultdict(list)
+    for _, plan in writes:
+        if plan.existing is not None and plan.changed:
+            by_columns[plan.changed].append(columns.prepare(plan.values, connection))
+    for changed, rows in by_columns.items():
+        bulk.update(model, columns.subset(changed), [columns.pick(row, changed) for row in rows],
+                    alias)
+    if gone:
+        guarded_delete(model, gone, alias)
+    if bulk.consume([tx.id for tx, _ in planned], alias, consumer) != len(planned):
+        raise Outcome("skipped", "some rows were consumed by another replay")
+    if listening:
+        post_replay.send(sender=model, alias=alias, instances=objs, transactions=transactions)
+
+
+def apply(model, units: list, alias: str, held: dict, consumer: str) -> tuple[list, list]:
+    """Replay what of ``units`` the fast path can, in one database transaction.
+
+    Returns (the (transaction, outcome, text) of each row applied, the units
+    left for the row-by-row path, in order). If anything fails the batch is
+    rolled back and every unit is left for the row-by-row path, which reports
+    each one.
+    """
+    items = [item for unit in units for item in unit]
     try:
         with transaction.atomic(using=alias), replaying(alias):
-            if listening:
-                objs = [columns.instance(row, existing) for row, existing in writes]
-                written = [tx for tx, write in planned if write[0] is not None]
-                pre_replay.send(sender=model, alias=alias, instances=objs, transactions=written)
-                writes = [(columns.values_of(obj), existing)
-                          for obj, (_, existing) in zip(objs, writes)]
-            connection = connections[alias]
-            new = [columns.prepare(row, connection) for row, existing in writes
-                   if existing is None]
-            changed = [columns.pk_last(columns.prepare(row, connection))
-                       for row, existing in writes if existing is not None]
-            if new:
-                bulk.insert(model, columns.names, new, alias)
-            if changed:
-                bulk.update(model, columns.pk_last(columns.names)[:-1], changed, alias)
-            if gone:
-                guarded_delete(model, gone, alias)
-            if bulk.consume([tx.id for tx, _ in planned], alias, consumer) != len(planned):
-                raise Outcome("skipped", "some rows were consumed by another replay")
-            if listening:
-                post_replay.send(sender=model, alias=alias, instances=objs, transactions=written)
+            fast, slow = _split(_Batch(model, items, alias), model, units, held)
+            if fast:
+                _write(model, fast, alias, consumer)
+    except natural.LookupFailed as exc:  # a bad key somewhere: each row reports its own
+        logger.info("Batch lookups failed (%s); replaying %d units one by one.", exc, len(units))
+        return [], list(units)
     except Exception as exc:  # a constraint, a receiver: the row-by-row path reports it
-        logger.info("Batch write of %d %s rows on %s refused (%s); replaying them one by one.",
-                    len(planned), model._meta.label_lower, alias, exc)
-        return False
-    return True
+        logger.info("Batch of %d %s rows on %s refused (%s); replaying them one by one.",
+                    len(items), model._meta.label_lower, alias, exc)
+        return [], list(units)
+    done = [(item, _DONE[item.row.action], plan.text)
+            for unit, plans in fast for item, plan in zip(unit, plans)]
+    return done, slow
+
+
+#: The outcome of an action applied on the fast path.
+_DONE = {"I": "inserted", "U": "updated", "D": "deleted"}

@@ -1,27 +1,36 @@
 """Conflict detection and resolution (guarantee 6: no silent overwrite).
 
-An update or delete carries the before-state of what it changes: the values the
-producer saw. If this node's row no longer holds them, someone else changed the
-row in between, and applying the change blindly would overwrite their work. The
-conflict goes to the ``Conflict`` ledger and the model's policy decides:
+An update or delete carries the before-state of the fields it changes: the
+values the producer saw. If this node's row no longer holds them, someone else
+changed those fields in between, and writing the change blindly would
+overwrite their work. Only the fields the producer changed are compared and
+written: a field this node corrected that the producer did not touch is never
+written back. A conflict goes to the ``Conflict`` ledger and the model's policy
+decides **the conflicting fields**; the change's other fields conflict with
+nothing and apply whatever the decision:
 
-* ``server_wins``: keep this node's row; the incoming change is consumed, not applied.
-* ``client_wins``: apply the incoming change over this node's row.
+* ``server_wins``: this node keeps its values of the conflicting fields (a
+  conflicting delete keeps the row).
+* ``client_wins``: the incoming values are written over them.
 * ``newer_wins``: the change with the later hybrid logical clock wins (a tie
-  keeps this node's row). The clock is read on the producer when it captures
-  the change, so a laptop whose wall clock runs a day fast wins its concurrent
-  conflicts for that day: the ledger keeps both clocks so this can be audited.
-* ``manual`` (the default): hold the incoming change unapplied until someone
+  keeps this node's values). The clock is read on the producer, so a laptop
+  whose wall clock runs a day fast wins its concurrent conflicts for that day:
+  the ledger keeps both clocks so this can be audited.
+* ``manual`` (the default): the whole change is held unapplied until someone
   decides with ``resolve(conflict, keep="server" | "incoming")``; the next
   replay acts on the decision.
 
-An insert that meets a different row (another primary key) under the same
-natural key, and an update of a row this node deleted, are conflicts too.
+Conflicts of identity are conflicts too: an insert that meets another row
+under the same natural key (every field is then compared, with no base), an
+update of a row this node deleted, and every later change of a producer's row
+whose insert was refused here (this node kept its own row under that key, so
+the producer's row is another row: ``identity``).
 
 Fields with ``auto_now`` are not compared: every save changes them.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field as dataclass_field
 from typing import TYPE_CHECKING
 
 from django.db.models import Max
@@ -34,7 +43,8 @@ from .messages import Outcome
 if TYPE_CHECKING:
     from ..models import Conflict
 
-_UNKNOWN = object()
+#: A before-state value that matches nothing: the producer did not know this node's row.
+UNKNOWN = object()
 
 
 def policy_for(model) -> str:
@@ -49,13 +59,21 @@ def policy_for(model) -> str:
     return policy
 
 
-def as_unknown_base(fields: dict) -> dict:
-    """A before-state that matches nothing: an insert that meets an existing, different row."""
-    return {name: _UNKNOWN for name in fields}
+def as_unknown_base(fields) -> dict:
+    """A before-state that matches nothing, for each of ``fields``."""
+    return {name: UNKNOWN for name in fields}
 
 
 def _normal(value):
     return ser.loads(ser.dumps(value))
+
+
+def holds(field, value, obj) -> bool:
+    """Whether ``obj`` has the travelling ``value`` in ``field`` (foreign keys by natural key)."""
+    current = _normal(ser.encode_field(obj, field))
+    if field.is_relation or value is None or current is None:
+        return _normal(value) == current
+    return ser.decode_value(field, value) == field.value_from_object(obj)
 
 
 def mismatches(model, existing, before: dict) -> dict:
@@ -65,16 +83,9 @@ def mismatches(model, existing, before: dict) -> dict:
         field = model._meta.get_field(name)
         if getattr(field, "auto_now", False):
             continue
-        current = _normal(ser.encode_field(existing, field))
-        if base is _UNKNOWN:
-            found[name] = (None, current)
-            continue
-        if field.is_relation or base is None or current is None:
-            same = _normal(base) == current
-        else:
-            same = ser.decode_value(field, base) == field.value_from_object(existing)
-        if not same:
-            found[name] = (base, current)
+        if base is UNKNOWN or not holds(field, base, existing):
+            found[name] = (None if base is UNKNOWN else base,
+                           _normal(ser.encode_field(existing, field)))
     return found
 
 
@@ -101,29 +112,95 @@ def row_hlc(model, pk, key, alias: str) -> int | None:
     return max(latest) if latest else None
 
 
-def reflected_later(tx, alias: str, current, holds) -> int | None:
-    """Sequence of a later change of this row by ``tx``'s producer that this node reflects.
+@dataclass
+class Later:
+    """What the producer of a transaction did later to the same row, as far as this node knows.
 
-    Within a producer, sequence order is the truth: an earlier change that
-    comes (again) after a later one is stale, which is what makes replaying the
-    same rows twice, in any order or overlap, leave the tables as they are. A
-    later change counts when it is consumed here, or, still pending (marks
-    reset), when it deletes the absent row (``current`` None) or when
-    ``holds(fields)`` says the row already has its values.
+    Within a producer, sequence order is the truth. A change that arrives (or is
+    replayed again) after a later change of the same row by the same producer
+    has been applied here must not undo it: only the parts of it that no later
+    applied change rewrote still count. Filled from the incoming rows of the
+    same producer and row (``tx_name``, ``tx_pk``) with a higher sequence.
     """
+
+    #: Sequence of a consumed later change (any kind), or None.
+    consumed: int | None = None
+    #: Sequence of a consumed later delete, or None.
+    deleted: int | None = None
+    #: Field name -> sequence of the consumed later change that wrote it.
+    fields: dict = dataclass_field(default_factory=dict)
+    #: (sequence, {field name: travelling value}) of later updates not replayed yet.
+    pending: list = dataclass_field(default_factory=list)
+    #: (sequence, m2m change) of consumed later many-to-many changes.
+    m2m: list = dataclass_field(default_factory=list)
+
+    def stale_fields(self, names, existing) -> dict[str, int]:
+        """name -> later sequence, for the fields of ``names`` a later change already settles.
+
+        A field is settled when a later change that wrote it was applied here,
+        or when a later change not yet applied writes it and the row already
+        holds that change's value (the marks were reset after the later change
+        was applied): writing the earlier value would only be undone again.
+        """
+        stale = {name: self.fields[name] for name in names if name in self.fields}
+        if existing is not None:
+            model = type(existing)
+            for sequence, written in self.pending:
+                for name in names:
+                    if name in written and name not in stale and holds(
+                            model._meta.get_field(name), written[name], existing):
+                        stale[name] = sequence
+        return stale
+
+    def settled_links(self, field_name: str) -> dict[str, int]:
+        """Target key text -> later sequence, for links of ``field_name`` a later applied
+        many-to-many change of the same owner settled."""
+        settled: dict[str, int] = {}
+        for sequence, change in self.m2m:
+            if change.get("field") != field_name:
+                continue
+            for key in change.get("keys", ()):
+                settled.setdefault(ser.dumps(key), sequence)
+        return settled
+
+
+def later_changes(tx, alias: str) -> Later:
+    """The ``Later`` of ``tx``: one indexed query on (tx_name, tx_pk, producer, sequence)."""
     from ..models import IncomingTransaction
 
-    later = IncomingTransaction.objects.using(alias).filter(
+    later = Later()
+    rows = IncomingTransaction.objects.using(alias).filter(
         tx_name=tx.tx_name, tx_pk=tx.tx_pk, producer=tx.producer, sequence__gt=tx.sequence,
-        is_error=False).order_by("-sequence").values_list("sequence", "is_consumed", "action", "tx")
-    for sequence, consumed, action, text in later:
-        if consumed or (current is None and action == "D"):
-            return sequence
-        if current is not None and holds is not None and action != "D":
-            fields = ser.loads(text).get("fields")
-            if fields and holds(fields):
-                return sequence
-    return None
+        is_error=False).order_by("sequence").values_list("sequence", "is_consumed", "action", "tx")
+    for sequence, consumed, action, text in rows:
+        try:
+            payload = ser.loads(text)
+        except ValueError:
+            continue
+        if not isinstance(payload, dict):
+            continue
+        written = _written(payload)
+        if consumed:
+            later.consumed = later.consumed or sequence
+            if action == "D":
+                later.deleted = later.deleted or sequence
+            if "m2m" in payload:
+                later.m2m.append((sequence, payload["m2m"]))
+            for name in written:
+                later.fields.setdefault(name, sequence)
+        elif action == "U" and written:
+            later.pending.append((sequence, {name: payload["fields"][name] for name in written
+                                             if name in payload.get("fields", {})}))
+    return later
+
+
+def _written(payload: dict) -> list[str]:
+    """The fields an update writes: those it changed (all of them for a payload without a
+    before-state, written by an older version)."""
+    if "m2m" in payload or not isinstance(payload.get("fields"), dict):
+        return []
+    before = payload.get("before")
+    return list(before if isinstance(before, dict) else payload["fields"])
 
 
 def deleted_here(model, pk, alias: str) -> bool:
@@ -137,6 +214,17 @@ def deleted_here(model, pk, alias: str) -> bool:
             or OutgoingTransaction.objects.using(alias).filter(**rows).exists())
 
 
+def insert_resolution(tx, alias: str) -> str | None:
+    """How this node settled the insert of ``tx``'s row (its producer and ``tx_pk``) when
+    that insert met another row here: a ``Conflict`` resolution, or None if it met none."""
+    from ..models import Conflict, IncomingTransaction
+
+    inserts = IncomingTransaction.objects.using(alias).filter(
+        tx_name=tx.tx_name, tx_pk=tx.tx_pk, producer=tx.producer, action="I").values("id")
+    return Conflict.objects.using(alias).filter(tx_id__in=inserts).values_list(
+        "resolution", flat=True).first()
+
+
 def _decide(policy: str, tx, current_hlc: int | None) -> str:
     if policy == "server_wins":
         return "server_kept"
@@ -148,44 +236,31 @@ def _decide(policy: str, tx, current_hlc: int | None) -> str:
     return "pending"
 
 
-def check(model, existing, payload: dict, alias: str, tx,
-          gap: tuple[int, int] | None = None,
-          differing: dict | None = None) -> tuple[str, str]:
-    """Decide an update/delete of ``existing``: ("apply" | "skip", conflict text).
+def check(model, existing, payload: dict, alias: str, tx, before: dict,
+          differing: dict) -> tuple[bool, str]:
+    """Decide a change whose ``differing`` fields are not as the producer saw them.
 
-    ``existing`` is None when this node deleted the row the change is about.
-    The text is empty when there is no conflict. A conflict held for a decision
-    raises ``Outcome("held")`` carrying its unsaved ledger row. ``gap`` is a
-    range of this producer's earlier sequences not here yet: while one is
-    missing, a differing before-state may be that missing change, so the
-    transaction waits instead of becoming a conflict. ``differing`` is
-    ``mismatches(model, existing, before)`` when the caller has it already.
+    Returns (whether the incoming values of the differing fields win, the text
+    for the message); the text is empty when nothing differs. ``existing`` is
+    None when this node deleted the row the change is about. ``before`` is the
+    before-state compared (``UNKNOWN`` values for a change that did not know
+    this node's row). A conflict held for a decision raises ``Outcome("held")``
+    carrying its unsaved ledger row. A decision taken earlier (``resolve()``, or
+    a replay rolled back after the ledger row was written) is acted on.
     """
     from ..models import Conflict
 
-    before = payload.get("before")
-    if before is None:
-        return "apply", ""  # the producer knew no before-state: nothing to compare
     recorded = Conflict.objects.using(alias).filter(tx_id=tx.id).first()
     if recorded is not None and recorded.resolution != "pending":
-        decision = "apply" if recorded.resolution == "incoming_applied" else "skip"
-        return decision, f"conflict #{recorded.pk} resolved: {recorded.get_resolution_display()}"
-    if existing is None:
-        differing = {name: (base, None) for name, base in before.items()}
-    elif differing is None:
-        differing = mismatches(model, existing, before)
+        incoming = recorded.resolution == "incoming_applied"
+        return incoming, f"conflict #{recorded.pk} resolved: {recorded.get_resolution_display()}"
     label = model._meta.label_lower
     if not differing:
         if recorded is not None:
             recorded.resolution, recorded.resolved_by = "incoming_applied", "replay:matched"
             recorded.resolved_datetime = timezone.now()
             recorded.save(using=alias)
-        return "apply", ""
-    if gap is not None:
-        raise Outcome("deferred", (
-            f"{label} {payload['nk']}: {', '.join(sorted(differing))} differ from what "
-            f"{tx.producer} saw, and its transactions #{gap[0]}-{gap[1]} have not arrived; "
-            "waiting for them before calling it a conflict"))
+        return True, ""
     if recorded is not None:
         raise Outcome("held", f"conflict #{recorded.pk} is waiting for a decision")
     policy = policy_for(model)
@@ -195,8 +270,8 @@ def check(model, existing, payload: dict, alias: str, tx,
     conflict = Conflict(
         tx_id=tx.id, model=label, key=ser.dumps(payload["nk"]),
         action=tx.action, producer=tx.producer, policy=policy,
-        base=ser.dumps({k: None if v is _UNKNOWN else v for k, v in before.items()}),
-        incoming=ser.dumps(payload.get("fields", {})),
+        base=ser.dumps({k: None if v is UNKNOWN else v for k, v in before.items()}),
+        incoming=ser.dumps(payload.get("fields") or payload.get("m2m") or {}),
         current=ser.dumps({} if existing is None else ser.row_fields(existing)),
         incoming_hlc=tx.hlc, current_hlc=current_hlc, resolution=resolution,
         resolved_datetime=None if resolution == "pending" else timezone.now(),
@@ -208,8 +283,8 @@ def check(model, existing, payload: dict, alias: str, tx,
     conflict.save(using=alias)
     text = f"conflict #{conflict.pk} {text}"
     if resolution == "incoming_applied":
-        return "apply", text + "incoming change applied"
-    return "skip", text + "this node's row kept"
+        return True, text + "incoming values applied"
+    return False, text + "this node's values kept"
 
 
 KEEP = {"server": "server_kept", "incoming": "incoming_applied"}
@@ -218,10 +293,11 @@ KEEP = {"server": "server_kept", "incoming": "incoming_applied"}
 def resolve(conflict: Conflict, keep: str, by: str = "") -> Conflict:
     """Decide a conflict held under the ``manual`` policy (or re-decide an unreplayed one).
 
-    ``keep="server"`` consumes the incoming change without applying it;
-    ``keep="incoming"`` applies it over this node's row. The decision is saved
-    on the ledger row's own database; the next replay there acts on it.
-    ``by`` names who decided (a user name), for the record.
+    ``keep="server"`` keeps this node's values of the conflicting fields (a
+    delete keeps the row, an insert keeps this node's row); ``keep="incoming"``
+    writes the incoming values over them. Either way the change's fields that
+    conflict with nothing apply. The decision is saved on the ledger row's own
+    database; the next replay there acts on it. ``by`` names who decided.
     """
     from ..models import IncomingTransaction
 

@@ -28,7 +28,7 @@ from collections import defaultdict
 from typing import Callable
 
 from django.apps import apps
-from django.db import transaction
+from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from .. import conf, serialization as ser
@@ -36,9 +36,10 @@ from ..capture.context import replaying
 from ..exceptions import ReplayRefused
 from ..registry import site_sync_models
 from ..transfer.copy import IDENTITY_FIELDS, TransferQuerySet, keyset_pages
-from . import batch, keys
+from . import batch, dberrors, keys
 from .apply import apply_row
 from .gaps import missing_ranges
+from .lock import replay_lock
 from .messages import Outcome, ReplayLog
 
 logger = logging.getLogger("syncrouter.replay")
@@ -53,10 +54,6 @@ def consumer_node(custom_device, alias: str) -> conf.Node:
         return conf.Node(alias, custom_device, node.role)
     name = getattr(custom_device, "name", None) or str(custom_device)
     return conf.Node(alias, name, getattr(custom_device, "role", node.role))
-
-
-#: The outcome of an action applied on the fast path.
-_DONE = {"I": "inserted", "U": "updated", "D": "deleted"}
 
 
 class _UnitFailed(Exception):
@@ -82,6 +79,12 @@ class _Prepared:
         return f"{self.row.producer}#{self.row.sequence} ({self.row.tx_name} {key})"
 
 
+def _connection_lost(alias: str) -> bool:
+    raw = connections[alias].connection
+    return raw is not None and bool(getattr(raw, "broken", False)
+                                    or getattr(raw, "closed", False) is True)
+
+
 def units(pages):
     """Rows grouped by client database transaction: consecutive rows of one producer
     sharing ``db_transaction_id``, kept together across page boundaries."""
@@ -98,6 +101,10 @@ def units(pages):
 
 
 class Replayer:
+    #: Whether runs of plain units go through ``batch.py``. The convergence tests turn it
+    #: off on a reference node to compare the fast path with one unit at a time.
+    fast_path = True
+
     def __init__(self, queryset, custom_device=None, check_hostname: bool = True,
                  batch_size: int | None = None,
                  progress: Callable[[dict], None] | None = None):
@@ -124,6 +131,10 @@ class Replayer:
         self.max_hlc = 0
 
     def run(self) -> ReplayLog:
+        with replay_lock(self.alias):
+            return self._run()
+
+    def _run(self) -> ReplayLog:
         self.gaps = missing_ranges(self.alias)
         # The bookkeeping columns are not needed to replay and cost a third of the reading.
         pending = self.queryset.filter(is_consumed=False, is_error=False,
@@ -158,10 +169,9 @@ class Replayer:
                     ", ".join(f"{k} {v}" for k, v in sorted(self.messages.counts.items())))
         return self.messages
 
-    @staticmethod
-    def _batch_model(prepared: list):
+    def _batch_model(self, prepared: list):
         """The model if every row of the unit may take the fast path (``batch.py``), else None."""
-        if not prepared or any(item.kind is not None for item in prepared):
+        if not self.fast_path or not prepared or any(item.kind is not None for item in prepared):
             return None
         model = prepared[0].model
         if all(item.model is model and batch.batchable(model, item.payload, item.row.action)
@@ -174,15 +184,11 @@ class Replayer:
         pending, self.batch, self.batch_rows = self.batch, [], 0
         if not pending:
             return
-        model = pending[0][0].model
-        fast, slow = batch.split(model, pending, self.alias, self.held)
-        if fast and batch.write(model, fast, self.alias, self.node.name):
-            for unit, _ in fast:
-                for item in unit:
-                    self._report(item, _DONE[item.row.action], "")
-                    self.max_hlc = max(self.max_hlc, item.row.hlc)
-        else:
-            slow = pending
+        done, slow = batch.apply(pending[0][0].model, pending, self.alias, self.held,
+                                 self.node.name)
+        for item, kind, text in done:
+            self._report(item, kind, text)
+            self.max_hlc = max(self.max_hlc, item.row.hlc)
         for unit in slow:
             self._replay_prepared(unit)
 
@@ -233,6 +239,12 @@ class Replayer:
         if kind is None and self.check_hostname and row.hostname == conf.hostname():
             kind, text = "skipped", ("produced on this host; left untouched "
                                      "(deserialize(check_hostname=False) replays it)")
+        if kind is None and (row.action == "D" or "m2m" in payload):
+            gap = self._gap_below(row)
+            if gap is not None:  # an earlier change may still refer to the row or its links
+                kind, text = "deferred", (
+                    f"waits for {row.producer}#{gap[0]}-{gap[1]}, not on this node yet: a "
+                    "delete or link change waits for every earlier change of its producer")
         return _Prepared(row, payload, model, kind, text)
 
     def _hold_back(self, item: _Prepared) -> None:
@@ -276,15 +288,26 @@ class Replayer:
                     except Outcome as outcome:
                         raise _UnitFailed(item, outcome) from None
                     except Exception as exc:  # isolate the unit: guarantee 7
-                        logger.warning("Replay of %s failed", item, exc_info=True)
-                        raise _UnitFailed(item, Outcome(
-                            "error", f"{type(exc).__name__}: {exc}")) from None
+                        raise _UnitFailed(item, self._failure(item, exc)) from exc
             for item, (kind, text) in zip(prepared, done):
                 if not self._consume(item.row, text):
                     raise _UnitFailed(item, Outcome("skipped",
                                                     "already consumed by another replay"))
         self.max_hlc = max([self.max_hlc] + [item.row.hlc for item in prepared])
         return done
+
+    def _failure(self, item: _Prepared, exc: Exception) -> Outcome:
+        """What an unexpected exception means for the unit: it waits if the database's
+        state may change (``dberrors``), else it is an error. A lost connection ends the
+        run instead: nothing can be marked on it."""
+        reason = dberrors.waits(exc)
+        if reason is not None:
+            logger.info("Replay of %s waits: %s", item, reason)
+            return Outcome("deferred", reason)
+        if isinstance(exc, DatabaseError) and _connection_lost(self.alias):
+            raise exc
+        logger.warning("Replay of %s failed", item, exc_info=True)
+        return Outcome("error", f"{type(exc).__name__}: {exc}")
 
     def _fail(self, prepared: list, failure: _UnitFailed) -> str:
         """Mark every row of a unit that was not applied, naming the member that stopped it."""

@@ -226,9 +226,18 @@ class Columns:
                 params[i] = prepare(params[i], connection)
         return params
 
-    def pk_last(self, values: list) -> list:
-        """``values`` with the primary key moved last, as ``bulk.update`` takes them."""
-        return values[:self._pk] + values[self._pk + 1:] + [values[self._pk]]
+    def changed(self, current: list, after: list) -> tuple[int, ...]:
+        """Indexes of the columns whose value differs between ``current`` and ``after``."""
+        return tuple(i for i, (old, new) in enumerate(zip(current, after))
+                     if i != self._pk and old != new)
+
+    def subset(self, indexes: tuple[int, ...]) -> list[str]:
+        """The column names at ``indexes``, as ``bulk.update`` takes them."""
+        return [self.names[i] for i in indexes]
+
+    def pick(self, params: list, indexes: tuple[int, ...]) -> list:
+        """The parameters at ``indexes`` and then the primary key, as ``bulk.update`` takes them."""
+        return [params[i] for i in indexes] + [params[self._pk]]
 
     def instance(self, values: list, existing: models.Model | None = None) -> models.Model:
         """The instance about to be written: ``existing`` given these values, or a new one
