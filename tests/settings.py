@@ -22,6 +22,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "syncrouter",
     "tests.testapp.apps.TestAppConfig",
+    "tests.convapp.apps.ConvAppConfig",
 ]
 
 
@@ -34,6 +35,12 @@ DATABASES = {"default": {}, "client": sqlite("client"), "server": sqlite("server
 if pg.AVAILABLE:
     DATABASES["pgclient"] = pg.settings_for("syncrouter_client")
     DATABASES["pgserver"] = pg.settings_for("syncrouter_server")
+# The model-based convergence test (tests/test_convergence_model.py) adds laptops, a relay
+# (middleman) and a reference node; pytest-django creates them only for tests that ask.
+for name in ("lap1", "lap2", "lap3", "relay", "ref"):
+    DATABASES[name] = sqlite(name)
+if pg.AVAILABLE:
+    DATABASES["pgref"] = pg.settings_for("syncrouter_ref")
 
 DATABASE_ROUTERS = ["syncrouter.router.SyncRouter"]
 SYNCROUTER_LOCAL_ALIAS = "client"
@@ -42,6 +49,12 @@ SYNCROUTER_NODES = {
     "pgclient": {"name": "field-laptop-pg", "role": "client"},
     "server": {"name": "community-lite", "role": "community"},
     "pgserver": {"name": "community-pg", "role": "community"},
+    "lap1": {"name": "laptop-1", "role": "client"},
+    "lap2": {"name": "laptop-2", "role": "client"},
+    "lap3": {"name": "laptop-3", "role": "client"},
+    "relay": {"name": "relay-laptop", "role": "middleman"},
+    "ref": {"name": "community-lite", "role": "community"},
+    "pgref": {"name": "community-pg", "role": "community"},
 }
 LOGGING_CONFIG = None
 
