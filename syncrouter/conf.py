@@ -30,6 +30,9 @@ DEFAULTS = {
     # Rows per batch for copy, export, import and replay (a batch runs on to the end
     # of a producer's database transaction).
     "SYNCROUTER_BATCH_SIZE": 500,
+    # Largest transaction a batch file may carry, as one line of its transactions.jsonl:
+    # export leaves a larger one out (refused), import refuses a file holding one.
+    "SYNCROUTER_MAX_TRANSACTION_BYTES": 16 * 2**20,
 }
 
 
@@ -61,6 +64,10 @@ def local_alias() -> str:
 
 def batch_size() -> int:
     return int(get("SYNCROUTER_BATCH_SIZE"))
+
+
+def max_transaction_bytes() -> int:
+    return int(get("SYNCROUTER_MAX_TRANSACTION_BYTES"))
 
 
 @lru_cache(maxsize=None)

@@ -22,6 +22,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "syncrouter",
     "tests.testapp.apps.TestAppConfig",
+    "tests.edgeapp.apps.EdgeAppConfig",
 ]
 
 
