@@ -36,7 +36,7 @@ from ..capture.context import replaying
 from ..exceptions import ReplayRefused
 from ..registry import site_sync_models
 from ..transfer.copy import IDENTITY_FIELDS, TransferQuerySet, keyset_pages
-from . import batch, keys
+from . import batch, keys, own
 from .apply import apply_row
 from .gaps import missing_ranges
 from .messages import Outcome, ReplayLog
@@ -230,9 +230,8 @@ class Replayer:
             kind, text = "error", f"corrupt payload: {exc}"
         if kind is None:
             model, kind, text = self._model(row, payload)
-        if kind is None and self.check_hostname and row.hostname == conf.hostname():
-            kind, text = "skipped", ("produced on this host; left untouched "
-                                     "(deserialize(check_hostname=False) replays it)")
+        if kind is None and self.check_hostname and own.is_own(row, self.node):
+            kind, text = "skipped", own.SKIPPED
         return _Prepared(row, payload, model, kind, text)
 
     def _hold_back(self, item: _Prepared) -> None:

@@ -4,8 +4,9 @@ Exit codes, for scripts and schedulers:
 
 ====  =====================================================================
 0     done, nothing needs attention
-1     done, but some transactions are deferred, in conflict or in error
-      (``replay``, ``sync``, ``status``)
+1     done, but some transactions are deferred, in conflict or in error,
+      or were left untouched as this node's own (``replay``, ``sync``,
+      ``status``)
 2     usage or configuration error (unknown alias, a client asked to replay)
 3     a database could not be reached, or the connection broke mid-copy
       (finished batches stay done; run again)
@@ -21,6 +22,7 @@ A progress line with counts and rate is drawn only when stdout is a terminal.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
 from enum import IntEnum
@@ -31,9 +33,12 @@ from django.db import DatabaseError, connections
 
 from ... import conf
 from ...exceptions import ReplayRefused, SyncError
+from ...replay import own
 from ...status import node_status
 from ...transfer.copy import CopyInterrupted, CopyRefused, CopyResult
 from ...transfer.files import ExportRefused, export_transactions, import_transactions, pending
+
+logger = logging.getLogger("syncrouter.command")
 
 ATTENTION = ("deferred", "conflict", "error")
 DUMMY = "django.db.backends.dummy"  # what Django puts in an empty 'default': {}
@@ -109,7 +114,8 @@ class Command(BaseCommand):
         target.add_argument("--target", help="Alias to send to (default: 'server').")
         own = argparse.ArgumentParser(add_help=False)
         own.add_argument("--allow-own-host", action="store_true",
-                         help="Replay transactions produced on this host too "
+                         help="Replay this node's own transactions too, those whose "
+                              "producer is this node's name "
                               "(deserialize(check_hostname=False)).")
         timeout = argparse.ArgumentParser(add_help=False)
         timeout.add_argument("--timeout", type=float, default=5.0,
@@ -241,6 +247,18 @@ class Command(BaseCommand):
         if waiting:
             problems.append(f"{waiting} transactions on {alias!r} are deferred, in conflict or "
                             "in error; see 'manage.py syncrouter status'.")
+        mine = counts.get("skipped") and sum(
+            1 for message in messages if message.outcome == "skipped"
+            and message.text == own.SKIPPED)
+        if mine:
+            name = conf.node_for_alias(alias).name
+            problems.append(
+                f"{mine} transactions on {alias!r} were left untouched as this node's own: "
+                f"their producer is {name!r}, the name of this node. If another node has that "
+                "name too (SYNCROUTER_NODES; the default <hostname>-<alias> repeats on laptops "
+                "cloned from one image), give each node its own name; --allow-own-host "
+                "replays them.")
+            logger.warning("%s", problems[-1])
         if problems:
             return Exit.ATTENTION, "\n".join(problems)
         return Exit.OK, ""
