@@ -222,11 +222,12 @@ class Batch:
     def screen(self, problem: Callable[[object], str | None]) -> None:
         """Refuse the rows of blocked producers, and each row for which ``problem`` gives
         a reason (``value_problem``: a value the target cannot hold)."""
+        blocked = {**self.blocked, **self.clashed}
         for row in self.rows:
-            cause = self.blocked.get(row.producer) or self.clashed.get(row.producer)
+            cause = blocked.get(row.producer) if blocked else None
             if cause is not None:
                 self.refused.setdefault(row.id, cause)
-            elif row.id not in self.refused:
+            elif not self.refused or row.id not in self.refused:  # ids hash slowly
                 reason = problem(row)
                 if reason:
                     self.refuse(row, reason)
@@ -263,6 +264,8 @@ class Batch:
                 self.refused.setdefault(row.id, cause)
 
     def sendable(self) -> list:
+        if not self.refused:
+            return self.rows
         return [row for row in self.rows if row.id not in self.refused]
 
     def part(self, rows: list) -> "Batch":
@@ -430,8 +433,9 @@ def _write_group(part: Batch, write, target: str, target_name: str) -> Batch:
                 raise
             error = exc
             part.refused, part.clashed = {}, {}  # all of it was sendable: back to that
+    reason = " ".join(str(error).split())  # PostgreSQL's DETAIL and HINT on one line
     cause = part.refuse(part.rows[0], f"{target_name} refused it "
-                                      f"({type(error).__name__}: {str(error).strip()})")
+                                      f"({type(error).__name__}: {reason})")
     for row in part.rows[1:]:
         part.refused[row.id] = cause
     return part
@@ -479,7 +483,8 @@ class TransferQuerySet(models.QuerySet):
                 with transaction.atomic(using=self.db):
                     self._mark_copied(batch.sendable(), **{flag: True},
                                       consumed_datetime=timezone.now(), consumer=target.name)
-                    ledger.settle([row.id for row in rows if row.id not in causes], touched)
+                    ledger.settle([row.id for row in rows if row.id not in causes]
+                                  if ledger.outstanding else (), touched)
                 refused.update((id(cause), cause) for cause in touched)
                 copied += batch.result.copied
                 present += batch.result.already_present
