@@ -121,3 +121,16 @@ def test_own_is_exactly_the_node_name(lite, rows):
     assert code == (1 if own_rows else 0)
     assert set(Household.objects.using("server").values_list(
         "household_identifier", flat=True)) == {f"G{n}" for n in range(len(rows))} - own_rows
+
+
+def test_a_node_name_must_fit_the_producer_column(settings):
+    """A name the producer column cannot hold would fail every captured save on PostgreSQL
+    and be refused by every inbox: it is a configuration error, found by the checks."""
+    from syncrouter.checks import check_settings
+    from syncrouter.exceptions import SyncError
+
+    settings.SYNCROUTER_NODES = {**settings.SYNCROUTER_NODES,
+                                 "client": {"name": "n" * 201, "role": "client"}}
+    with pytest.raises(SyncError, match="'client' is 'nnn.*'; a node name is 1 to 200 char"):
+        conf.node_for_alias("client")
+    assert [error.id for error in check_settings()] == ["syncrouter.E004"]
