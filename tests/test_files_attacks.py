@@ -285,3 +285,55 @@ def test_memory_stays_bounded_whatever_the_file(good, tmp_path):
         if report["rss"] is not None:
             assert report["rss"] < 16 * MiB, (name, report)
     assert reports[str(good)]["error"] is None
+
+
+# ---------------------------------------------------------------- export and interruptions
+
+def test_export_leaves_out_what_no_importer_would_take(target, tmp_path, settings):
+    """A transaction over SYNCROUTER_MAX_TRANSACTION_BYTES is left out with the rest of its
+    database transaction, recorded and reported (exit 4); the file holds everything else
+    and imports. Once the limit is raised, the next export carries it and forgets it."""
+    from syncrouter.models import OutgoingTransaction, Refusal
+    from syncrouter.transfer.files import ExportRefused
+    from tests.testapp.models import Household
+
+    factories.household("client", "H1")
+    Household.objects.using("client").create(household_identifier="H2", village="v" * 5000)
+    factories.household("client", "H3")
+    settings.SYNCROUTER_MAX_TRANSACTION_BYTES = 4000
+    path = tmp_path / "out.zip"
+    name = OutgoingTransaction.objects.using("client").first().producer
+    code, out, err = run("export", str(path))
+    assert code == 4 and f"{path}: written with 2 transactions; 1 were left out" in err
+    assert f"{name}#2: its line in a batch file is " in err and "carry at most 4,000" in err
+    assert [(r.target, r.sequence) for r in Refusal.objects.using("client")] == [("file", 2)]
+    assert import_transactions(path, target) == (2, 0)
+    settings.SYNCROUTER_MAX_TRANSACTION_BYTES = MiB
+    manifest = export_transactions(tmp_path / "next.zip", pending("client"))
+    assert manifest.count == 3 and not Refusal.objects.using("client").exists()
+    with pytest.raises(ExportRefused):  # the API raises too, after writing the file
+        settings.SYNCROUTER_MAX_TRANSACTION_BYTES = 4000
+        export_transactions(tmp_path / "again.zip", pending("client"))
+    assert (tmp_path / "again.zip").exists()
+
+
+def test_a_connection_lost_during_import_leaves_nothing_and_exits_3(good, target):
+    """Not a refusal of the file: the import is interrupted, rolled back whole, and the
+    command says to run it again (exit 3)."""
+    from django.db import OperationalError
+
+    inserts = 0
+
+    def cut(execute, sql, params, many, context):
+        nonlocal inserts
+        if sql.lstrip().upper().startswith(("INSERT", "COPY")):
+            inserts += 1
+            if inserts == 2:
+                raise OperationalError("server closed the connection unexpectedly")
+        return execute(sql, params, many, context)
+
+    with connections[target].execute_wrapper(cut):
+        code, out, err = run("import", str(good), "--target", target, "--batch-size", "2")
+    assert code == 3 and f"Import of {good} into {target!r} interrupted" in err
+    assert "run the import again" in err
+    assert not inbox(target).exists()
