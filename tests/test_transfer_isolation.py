@@ -9,8 +9,6 @@ everything else is copied and marked. The refusal is recorded on the source
 ``status``, and tried again by every later copy.
 """
 import io
-import random
-import string
 import uuid
 
 import pytest
@@ -24,6 +22,7 @@ from syncrouter.models import IncomingTransaction, OutgoingTransaction, Refusal
 from syncrouter.status import node_status
 from syncrouter.transfer.copy import CopyRefused
 from tests import factories, pg
+from tests.factories import incompressible
 from tests.edgeapp.models import LongKeyItem
 from tests.test_replay_support import producer, replay
 
@@ -39,12 +38,6 @@ def inbox(alias):
 def push(alias, target, **kwargs):
     return outbox(alias).filter(is_consumed_server=False).copy_to_incoming_transaction(
         target, **kwargs)
-
-
-def incompressible(length: int) -> str:
-    """Random letters: no compression brings them under PostgreSQL's index entry limit."""
-    rng = random.Random(length)
-    return "".join(rng.choice(string.ascii_letters) for _ in range(length))
 
 
 @pytest.fixture(params=["server", "pgserver"])
