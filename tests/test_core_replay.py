@@ -144,8 +144,9 @@ def test_check_hostname_leaves_this_nodes_own_rows_untouched(nodes):
     server = conf.node_for_alias(nodes.server).name
     inject(nodes, {"model": "testapp.household", "nk": ["H9"],
                    "fields": {"household_identifier": "H9", "village": "Kanye"}},
-           "testapp.household").__class__.objects.using(nodes.server).filter(
-        producer="intruder").update(producer=server, hostname="elsewhere")
+           "testapp.household")
+    IncomingTransaction.objects.using(nodes.server).filter(producer="intruder").update(
+        producer=server, hostname="elsewhere")
     messages = replay(nodes, check_hostname=True)
     assert [(m.producer, m.outcome) for m in messages] == [
         (server, "skipped"), (conf.node_for_alias(nodes.client).name, "inserted")]
