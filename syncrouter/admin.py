@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
 from .exceptions import SyncError
-from .models import Conflict, IncomingTransaction, OutgoingTransaction
+from .models import Conflict, IncomingTransaction, OutgoingTransaction, Refusal
 from .replay import conflicts
 
 
@@ -69,3 +69,19 @@ class ConflictAdmin(admin.ModelAdmin):
                   permissions=["resolve"])
     def apply_incoming_change(self, request, queryset):
         self._resolve(request, queryset, "incoming")
+
+
+@admin.register(Refusal)
+class RefusalAdmin(admin.ModelAdmin):
+    """What the next hop refused. Rows go by themselves when their transaction gets
+    through; deleting one only forgets it (the next attempt records it again)."""
+
+    list_display = ("last_refused", "target", "producer", "sequence", "held_back", "reason")
+    list_filter = ("target", "producer")
+    search_fields = ("tx_id", "producer", "reason")
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -9,9 +9,10 @@ class SyncRouterConfig(AppConfig):
 
     def ready(self) -> None:
         """Register mixin models, import each installed app's ``sync_models`` module, and
-        install the queryset capture and the raw-SQL guard (once per process)."""
+        install the queryset capture, the raw-SQL guard and the policy for Django's own
+        flush, loaddata and migrations (once per process)."""
         from . import checks  # noqa: F401  (registers the system checks)
-        from .capture import queryset, rawsql
+        from .capture import local, queryset, rawsql
         from .models import SyncModelMixin
         from .registry import site_sync_models
 
@@ -21,3 +22,4 @@ class SyncRouterConfig(AppConfig):
         autodiscover_modules("sync_models")
         queryset.install()
         rawsql.install()
+        local.install()

@@ -14,6 +14,8 @@ from django.conf import settings as django_settings
 from django.core.signals import setting_changed
 
 ROLES = ("client", "middleman", "community", "central")
+#: Longest node name: the ``producer`` column's length.
+MAX_NAME = 200
 
 DEFAULTS = {
     # False: nothing is captured (the seeds' setting, kept under its old name).
@@ -30,6 +32,9 @@ DEFAULTS = {
     # Rows per batch for copy, export, import and replay (a batch runs on to the end
     # of a producer's database transaction).
     "SYNCROUTER_BATCH_SIZE": 500,
+    # Largest transaction a batch file may carry, as one line of its transactions.jsonl:
+    # export leaves a larger one out (refused), import refuses a file holding one.
+    "SYNCROUTER_MAX_TRANSACTION_BYTES": 16 * 2**20,
 }
 
 
@@ -61,6 +66,10 @@ def local_alias() -> str:
 
 def batch_size() -> int:
     return int(get("SYNCROUTER_BATCH_SIZE"))
+
+
+def max_transaction_bytes() -> int:
+    return int(get("SYNCROUTER_MAX_TRANSACTION_BYTES"))
 
 
 @lru_cache(maxsize=None)
@@ -103,4 +112,12 @@ def _node(alias: str) -> Node:
         raise SyncError(
             f"SYNCROUTER_NODES[{alias!r}]['role'] is {role!r}; expected one of {', '.join(ROLES)}."
         )
-    return Node(alias=alias, name=declared.get("name", f"{hostname()}-{alias}"), role=role)
+    name = declared.get("name", f"{hostname()}-{alias}")
+    if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
+        from .exceptions import SyncError
+
+        raise SyncError(
+            f"The node name of alias {alias!r} is {name!r}; a node name is 1 to {MAX_NAME} "
+            "characters (it is the producer of every transaction the node captures)."
+        )
+    return Node(alias=alias, name=name, role=role)

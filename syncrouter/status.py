@@ -2,7 +2,8 @@
 
 Plain data (dataclasses) so that a script, the admin or ``manage.py syncrouter
 status`` can each present it their own way. A fixed handful of aggregate
-queries per alias, whatever the number of rows.
+queries per alias, whatever the number of rows, and the ``Refusal`` ledger
+(one row per transaction the next hop refused).
 """
 from __future__ import annotations
 
@@ -39,12 +40,27 @@ class OutboxProducer:
 
 
 @dataclass(frozen=True)
+class RefusedTransaction:
+    """A transaction the next hop refused, still pending on the alias (``Refusal``)."""
+
+    target: str
+    producer: str
+    sequence: int
+    #: Transactions not sent because of it in the last attempt.
+    held_back: int
+    reason: str
+    first_refused: datetime.datetime
+    last_refused: datetime.datetime
+
+
+@dataclass(frozen=True)
 class NodeStatus:
     alias: str
     node: str
     role: str
     inbox: list[InboxProducer] = field(default_factory=list)
     outbox: list[OutboxProducer] = field(default_factory=list)
+    refused: list[RefusedTransaction] = field(default_factory=list)
 
     @property
     def needs_attention(self) -> bool:
@@ -54,7 +70,7 @@ class NodeStatus:
 
 def node_status(alias: str) -> NodeStatus:
     """Status of the node behind ``alias``, producers in name order."""
-    from .models import IncomingTransaction, OutgoingTransaction
+    from .models import IncomingTransaction, OutgoingTransaction, Refusal
 
     node = conf.node_for_alias(alias)
     received = {row["producer"]: row for row in IncomingTransaction.objects.using(alias)
@@ -70,4 +86,8 @@ def node_status(alias: str) -> NodeStatus:
                   pending_server=Count("id", filter=Q(is_consumed_server=False)),
                   pending_middleman=Count("id", filter=Q(is_consumed_middleman=False)))
               .order_by("producer")]
-    return NodeStatus(alias=alias, node=node.name, role=node.role, inbox=inbox, outbox=outbox)
+    refused = [RefusedTransaction(**row) for row in Refusal.objects.using(alias).values(
+        "target", "producer", "sequence", "held_back", "reason", "first_refused",
+        "last_refused")]
+    return NodeStatus(alias=alias, node=node.name, role=node.role, inbox=inbox, outbox=outbox,
+                      refused=refused)

@@ -1,6 +1,8 @@
 """Realistic study data for tests, written through the ORM on a given alias."""
 import datetime
 import decimal
+import random
+import string
 import uuid
 
 from django.utils import timezone
@@ -56,3 +58,10 @@ def study(alias, households=2, members=2, visits=2, prefix="H"):
             hm = member(alias, hh, f"{prefix}{h:03d}-{m:02d}", first_name=f"Name{m}")
             for v in range(visits):
                 crf(alias, visit(alias, hm, f"{1000 + v}"))
+
+
+def incompressible(length: int) -> str:
+    """Random letters (the same for a length): no compression brings ``length`` of them
+    under PostgreSQL's index entry limit (about 2.7 KB) when ``length`` is 6,000."""
+    rng = random.Random(length)
+    return "".join(rng.choice(string.ascii_letters) for _ in range(length))

@@ -23,6 +23,7 @@ INSTALLED_APPS = [
     "syncrouter",
     "tests.testapp.apps.TestAppConfig",
     "tests.convapp.apps.ConvAppConfig",
+    "tests.edgeapp.apps.EdgeAppConfig",
 ]
 
 

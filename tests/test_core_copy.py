@@ -3,7 +3,8 @@ import pytest
 
 from syncrouter import serialization as ser
 from syncrouter.exceptions import SyncError
-from syncrouter.models import IncomingTransaction, OutgoingTransaction
+from syncrouter.models import IncomingTransaction, OutgoingTransaction, Refusal
+from syncrouter.transfer.copy import CopyRefused
 from tests import factories
 
 
@@ -56,8 +57,10 @@ def test_copy_copies_and_marks_exactly_the_queryset(nodes):
         "testapp.householdmember", "testapp.subjectvisit", "testapp.crfone"}
 
 
-def test_failure_half_way_then_retry_loses_and_duplicates_nothing(nodes):
-    """Batch 3 meets a reused (producer, sequence): batches 1-2 stay copied and marked."""
+def test_reused_sequence_refuses_the_producer_from_there_on_and_a_retry_finishes(nodes):
+    """Sequence 6 meets a reused (producer, sequence) on the target: 1-5 are copied and
+    marked, 6 and the producer's later rows stay pending, refused and recorded; once the
+    clash is settled, the next copy copies exactly the rest and clears the record."""
     factories.study(nodes.client, 2, 2, 1)  # 2 + 4 + 4 + 4 + 4 = 18 transactions
     rows = list(OutgoingTransaction.objects.using(nodes.client).order_by("sequence"))
     clash = rows[5]
@@ -65,15 +68,22 @@ def test_failure_half_way_then_retry_loses_and_duplicates_nothing(nodes):
         tx="{}", tx_name=clash.tx_name, tx_pk="0", producer=clash.producer,
         hostname="elsewhere", sequence=clash.sequence, db_transaction_id=clash.db_transaction_id,
         hlc=0, action="I", timestamp=clash.timestamp)
-    with pytest.raises(SyncError, match=rf"{clash.producer}#{clash.sequence} .*reused its sequence"):
+    with pytest.raises(CopyRefused,
+                       match=rf"{clash.producer}#{clash.sequence}: .*reused its sequence") as refused:
         pending(nodes.client).copy_to_incoming_transaction(nodes.server, batch_size=2)
-    assert pending(nodes.client).count() == len(rows) - 4
-    assert incoming(nodes.server).count() == 5
+    assert refused.value.result == (5, 0)
+    [cause] = refused.value.refused
+    assert (cause.producer, cause.sequence, cause.held_back) == (clash.producer, 6, 12)
+    assert pending(nodes.client).count() == len(rows) - 5
+    assert incoming(nodes.server).count() == 6
+    assert list(Refusal.objects.using(nodes.client).values_list("sequence", "held_back")) == [
+        (6, 12)]
     incoming(nodes.server).filter(hostname="elsewhere").delete()
     result = pending(nodes.client).copy_to_incoming_transaction(nodes.server, batch_size=2)
-    assert result == (len(rows) - 4, 0)
+    assert result == (len(rows) - 5, 0)
     assert sorted(incoming(nodes.server).values_list("id", flat=True)) == sorted(
         r.id for r in rows)
+    assert not Refusal.objects.using(nodes.client).exists()
 
 
 def test_copy_to_same_alias_is_refused(nodes):

@@ -136,13 +136,24 @@ def test_bad_rows_are_isolated_with_specific_messages(nodes):
         household_identifier__in=["H8", "H9"]).exists()
 
 
-def test_check_hostname_leaves_own_rows_untouched(nodes):
+def test_check_hostname_leaves_this_nodes_own_rows_untouched(nodes):
+    """Own means produced under this node's name, whatever the machine: every row here
+    was captured on this host, and only the one carrying the server's name is skipped."""
     factories.household(nodes.client)
     push(nodes)
+    server = conf.node_for_alias(nodes.server).name
+    inject(nodes, {"model": "testapp.household", "nk": ["H9"],
+                   "fields": {"household_identifier": "H9", "village": "Kanye"}},
+           "testapp.household")
+    IncomingTransaction.objects.using(nodes.server).filter(producer="intruder").update(
+        producer=server, hostname="elsewhere")
     messages = replay(nodes, check_hostname=True)
-    assert outcomes(messages) == ["skipped"] and "produced on this host" in messages[0].text
-    assert not IncomingTransaction.objects.using(nodes.server).filter(is_consumed=True).exists()
-    assert not Household.objects.using(nodes.server).exists()
+    assert [(m.producer, m.outcome) for m in messages] == [
+        (server, "skipped"), (conf.node_for_alias(nodes.client).name, "inserted")]
+    assert "this node's own transaction" in messages[0].text
+    assert not IncomingTransaction.objects.using(nodes.server).filter(
+        producer=server, is_consumed=True).exists()
+    assert Household.objects.using(nodes.server).get().household_identifier == "H001"
 
 
 def test_client_role_refuses_to_replay(nodes):

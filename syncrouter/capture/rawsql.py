@@ -12,6 +12,9 @@ write to a registered table is reported according to ``SYNCROUTER_RAW_SQL``:
 * ``"raise"``: ``SyncError`` naming the table, before the statement runs;
 * ``"off"``: nothing.
 
+Django's own ``flush``, ``loaddata`` and migrations are not bypasses in this
+sense; ``local.py`` holds the policy for them, and none of them is ever refused.
+
 Cost (DESIGN.md §7): sqlparse takes milliseconds per statement, so each
 statement first meets a regular expression for a write verb at its start (about
 1 µs; all a SELECT costs), then a set lookup of its identifiers against the
@@ -32,6 +35,7 @@ from sqlparse.exceptions import SQLParseError
 from .. import conf
 from ..exceptions import SyncError
 from .context import connection_flag, is_replaying
+from .local import LOCAL
 
 logger = logging.getLogger("syncrouter.rawsql")
 
@@ -121,12 +125,17 @@ def guard(execute, sql, params, many, context):
 
     Checks run cheapest first: the capture mark, the write-verb regex (all a
     SELECT meets), the registered table names, then settings and sqlparse.
+    Inside flush, loaddata or a migration (``local.py``) the writes are counted
+    for that command's one-line report instead, and never refused.
     """
     connection = context["connection"]
-    if not getattr(connection, _FLAG, False) and isinstance(sql, str):
+    local = getattr(connection, LOCAL, None)
+    if (local is not None or not getattr(connection, _FLAG, False)) and isinstance(sql, str):
         match = _WRITE.match(sql)
         named = _named_tables(sql) if match else None
-        if named:
+        if named and local is not None:
+            local.add(_writes(sql, match, named))
+        elif named:
             mode = conf.get("SYNCROUTER_RAW_SQL")
             if mode != "off" and conf.capture_enabled() and not is_replaying(connection.alias):
                 _report(_writes(sql, match, named), mode, connection.alias, sql)

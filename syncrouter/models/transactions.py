@@ -20,8 +20,10 @@ class TransactionBase(models.Model):
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False,
                           help_text="Global identity of the transaction, kept across hops.")
     tx = models.TextField(help_text="JSON payload: model, key, field values, before-state.")
-    tx_name = models.CharField(max_length=128, help_text="Label of the concrete model, app.model.")
-    tx_pk = models.CharField(max_length=64, help_text="Primary key of the instance on the producer.")
+    # Wide enough for any label Django accepts (app label and model name, 100 each).
+    tx_name = models.CharField(max_length=255, help_text="Label of the concrete model, app.model.")
+    # Text: a CharField primary key may have any length (an unbounded varchar on PostgreSQL).
+    tx_pk = models.TextField(help_text="Primary key of the instance on the producer.")
     producer = models.CharField(max_length=200, help_text="Node that captured the change.")
     hostname = models.CharField(max_length=200, help_text="Machine that captured the change.")
     sequence = models.BigIntegerField(help_text="Gapless per-producer sequence number, from 1.")

@@ -36,7 +36,7 @@ from ..capture.context import replaying
 from ..exceptions import ReplayRefused
 from ..registry import site_sync_models
 from ..transfer.copy import IDENTITY_FIELDS, TransferQuerySet, keyset_pages
-from . import batch, dberrors, keys
+from . import batch, dberrors, keys, own
 from .apply import apply_row
 from .gaps import missing_ranges
 from .lock import replay_lock
@@ -236,9 +236,8 @@ class Replayer:
             kind, text = "error", f"corrupt payload: {exc}"
         if kind is None:
             model, kind, text = self._model(row, payload)
-        if kind is None and self.check_hostname and row.hostname == conf.hostname():
-            kind, text = "skipped", ("produced on this host; left untouched "
-                                     "(deserialize(check_hostname=False) replays it)")
+        if kind is None and self.check_hostname and own.is_own(row, self.node):
+            kind, text = "skipped", own.SKIPPED
         if kind is None and (row.action == "D" or "m2m" in payload):
             gap = self._gap_below(row)
             if gap is not None:  # an earlier change may still refer to the row or its links

@@ -18,6 +18,12 @@ consumed on the source, and never the other way round:
 - the reverse order would let a crash leave a row marked consumed on the source
   that never reached the target: it would never be sent again, a silent loss.
 
+A row the target refuses stops nothing else (see ``refusals``): it is left
+out with the rest of its producer database transaction, after a sequence clash
+with its producer's later rows too, and everything else is copied and marked.
+The refusals are recorded on the source, the copy ends with ``CopyRefused``,
+and the next copy tries them again.
+
 On PostgreSQL targets a batch goes in with COPY (see ``pgcopy``); elsewhere
 with one bulk INSERT.
 """
@@ -25,14 +31,18 @@ from __future__ import annotations
 
 import itertools
 import logging
+from functools import lru_cache
 from typing import Callable, Iterable, Iterator, NamedTuple
 
-from django.db import IntegrityError, InterfaceError, OperationalError, connections, models
-from django.db import transaction
+from django.db import (
+    DatabaseError, DataError, IntegrityError, InterfaceError, OperationalError, connections,
+    models, transaction,
+)
 from django.utils import timezone
 
 from .. import conf, serialization as ser
 from ..exceptions import SyncError
+from .refusals import Ledger, Refused, describe
 
 logger = logging.getLogger("syncrouter.transfer")
 
@@ -63,6 +73,21 @@ class CopyInterrupted(SyncError):
         super().__init__(message)
         self.alias = alias
         self.result = result
+
+
+class CopyRefused(SyncError):
+    """The target refused some transactions; everything else was copied and marked.
+
+    ``refused`` lists each refused transaction with its reason and how many
+    transactions it holds back; ``result`` is what was copied. The refused ones
+    stay pending on the source, recorded in its ``Refusal`` ledger, and the next
+    copy tries them again.
+    """
+
+    def __init__(self, message: str, result: CopyResult, refused: list[Refused]):
+        super().__init__(message)
+        self.result = result
+        self.refused = refused
 
 
 def keyset_pages(queryset, size: int, *, whole_groups: bool = False) -> Iterator[list]:
@@ -124,11 +149,10 @@ def _same_group(row, other) -> bool:
     return (row.producer, row.db_transaction_id) == (other.producer, other.db_transaction_id)
 
 
-def identity_clash(target: str, producer: str, sequence: int, held_id, source_id) -> SyncError:
-    return SyncError(
-        f"{target!r} already holds {producer}#{sequence} as transaction {held_id}, but the "
-        f"source has {source_id} under the same number. The producer reused its sequence "
-        "(restored from a backup?); nothing in this batch was copied.")
+def identity_clash(target: str, producer: str, sequence: int, held_id, source_id) -> str:
+    return (f"{target!r} already holds {producer}#{sequence} as transaction {held_id}, but "
+            f"this is transaction {source_id} under the same number: the producer reused its "
+            "sequence (restored from a backup?)")
 
 
 def incoming_hops(row, target_name: str) -> str:
@@ -136,20 +160,169 @@ def incoming_hops(row, target_name: str) -> str:
     return ser.dumps(ser.loads(row.hops) + [target_name])
 
 
-def _check_identity_clash(incoming, target: str, rows) -> None:
-    """Refuse rows whose (producer, sequence) the target already holds under another id.
+@lru_cache(maxsize=None)
+def _char_limits() -> tuple[tuple[str, int], ...]:
+    """(field, max_length) of the inbox's character columns that travel."""
+    from ..models import IncomingTransaction
+
+    fields = (IncomingTransaction._meta.get_field(name) for name in IDENTITY_FIELDS)
+    return tuple((f.attname, f.max_length) for f in fields
+                 if isinstance(f, models.CharField) and f.max_length)
+
+
+#: Travelling text that PostgreSQL must store: it refuses a NUL character in text.
+_TEXT = ("tx", "tx_name", "tx_pk", "producer", "hostname", "action", "hops")
+
+
+def value_problem(row, vendor: str | None) -> str | None:
+    """Why an inbox on ``vendor`` cannot hold ``row``, or None.
+
+    ``vendor`` None means any inbox (a file's rows may go anywhere). Checked
+    here, for every target alike, rather than left to the database: SQLite
+    would store an over-long value that the next hop, on PostgreSQL, refuses.
+    """
+    for name, limit in _char_limits():
+        length = len(getattr(row, name))
+        if length > limit:
+            return f"{name} is {length} characters long; the inbox column holds {limit}"
+    if vendor in (None, "postgresql"):
+        for name in _TEXT:
+            if "\x00" in getattr(row, name):
+                return f"{name} holds a NUL character, which PostgreSQL cannot store in text"
+    return None
+
+
+class Batch:
+    """The rows of one batch and, once written, which of them the target refused.
+
+    ``blocked`` is shared by the batches of one copy: producer -> the refusal its
+    later transactions wait behind (a sequence clash). Clashes found in this
+    batch join it only when the batch is done (``done``), so a batch tried
+    again starts from the same state.
+    """
+
+    def __init__(self, rows: list, blocked: dict[str, Refused]):
+        self.rows, self.blocked = rows, blocked
+        self.refused: dict = {}  # row id -> the Refused it is, or is held back by
+        self.clashed: dict[str, Refused] = {}
+        self.result = CopyResult(0, 0)
+
+    def refuse(self, row, reason: str) -> Refused:
+        """Refuse ``row`` for ``reason``; rows it held back for another reason now wait
+        behind this one (a clash outranks a bad value: it holds back what follows)."""
+        cause = Refused(row.id, row.producer, row.sequence, reason)
+        old = self.refused.get(row.id)
+        if old is not None and old.id == row.id:
+            for row_id, held_by in self.refused.items():
+                if held_by is old:
+                    self.refused[row_id] = cause
+        self.refused[row.id] = cause
+        return cause
+
+    def screen(self, problem: Callable[[object], str | None]) -> None:
+        """Refuse the rows of blocked producers, and each row for which ``problem`` gives
+        a reason (``value_problem``: a value the target cannot hold)."""
+        blocked = {**self.blocked, **self.clashed}
+        for row in self.rows:
+            cause = blocked.get(row.producer) if blocked else None
+            if cause is not None:
+                self.refused.setdefault(row.id, cause)
+            elif not self.refused or row.id not in self.refused:  # ids hash slowly
+                reason = problem(row)
+                if reason:
+                    self.refuse(row, reason)
+        self._whole_groups()
+
+    def refuse_clashes(self, target: str, clashes) -> set:
+        """Refuse each clashing producer's rows from its first clash on; the ids refused.
+
+        ``clashes``: (producer, sequence, id held on the target, id here), the
+        lowest clashing sequence of each producer.
+        """
+        before = set(self.refused)
+        for producer, sequence, held_id, source_id in clashes:
+            row = next(row for row in self.rows if row.id == source_id)
+            cause = self.clashed[producer] = self.refuse(
+                row, identity_clash(target, producer, sequence, held_id, source_id))
+            for later in self.rows:
+                if later.producer == producer and later.sequence > sequence:
+                    self.refused.setdefault(later.id, cause)
+        self._whole_groups()
+        return set(self.refused) - before
+
+    def _whole_groups(self) -> None:
+        """A producer database transaction travels whole: refuse the rest of a refused one."""
+        if not self.refused:
+            return
+        causes = {}
+        for row in self.rows:
+            if row.id in self.refused:
+                causes.setdefault((row.producer, row.db_transaction_id), self.refused[row.id])
+        for row in self.rows:
+            cause = causes.get((row.producer, row.db_transaction_id))
+            if cause is not None:
+                self.refused.setdefault(row.id, cause)
+
+    def sendable(self) -> list:
+        if not self.refused:
+            return self.rows
+        return [row for row in self.rows if row.id not in self.refused]
+
+    def part(self, rows: list) -> "Batch":
+        """A batch of some of these rows, refusing what this one refuses of them."""
+        part = Batch(rows, {**self.blocked, **self.clashed})
+        part.refused = {row.id: self.refused[row.id] for row in rows if row.id in self.refused}
+        return part
+
+    def join(self, part: "Batch") -> None:
+        self.refused.update(part.refused)
+        self.clashed.update(part.clashed)
+        self.result = CopyResult(self.result.copied + part.result.copied,
+                                 self.result.already_present + part.result.already_present)
+
+    def done(self) -> list[Refused]:
+        """Settle the batch: count what each refusal holds back, block clashed producers;
+        the refusals this batch touched."""
+        self.blocked.update(self.clashed)
+        touched: dict[int, Refused] = {}
+        for row_id, cause in self.refused.items():
+            if cause.id != row_id:
+                cause.held_back += 1
+            touched[id(cause)] = cause
+        return list(touched.values())
+
+
+def _identity_clashes(incoming, target: str, rows) -> list[tuple]:
+    """(producer, sequence, id held, id here) of the first row of each producer whose
+    (producer, sequence) the target already holds under another id.
 
     That happens when a producer's database is restored from a backup and hands
     out old sequence numbers again: ignoring it would silently drop data.
     """
-    producers = {row.producer for row in rows}
+    if not rows:
+        return []
     wanted = {(row.producer, row.sequence): row.id for row in rows}
     held = incoming.objects.using(target).filter(
-        producer__in=producers, sequence__gte=min(r.sequence for r in rows),
+        producer__in={row.producer for row in rows},
+        sequence__gte=min(r.sequence for r in rows),
         sequence__lte=max(r.sequence for r in rows)).values_list("producer", "sequence", "id")
+    first: dict[str, tuple] = {}
     for producer, sequence, tx_id in held:
-        if wanted.get((producer, sequence), tx_id) != tx_id:
-            raise identity_clash(target, producer, sequence, tx_id, wanted[(producer, sequence)])
+        source_id = wanted.get((producer, sequence), tx_id)
+        if source_id != tx_id and (producer not in first or sequence < first[producer][1]):
+            first[producer] = (producer, sequence, tx_id, source_id)
+    return [first[producer] for producer in sorted(first)]
+
+
+def _clashes_of_screened(batch: Batch, target: str) -> None:
+    """Look for clashes among the rows screened out for their values too: the writers
+    only see the rows they write, and a clash blocks the producer's later rows."""
+    from ..models import IncomingTransaction
+
+    screened = [row for row in batch.rows
+                if row.id in batch.refused and row.producer not in batch.blocked]
+    if screened:
+        batch.refuse_clashes(target, _identity_clashes(IncomingTransaction, target, screened))
 
 
 def _id_chunks(rows, alias: str) -> list[list]:
@@ -165,17 +338,18 @@ def _id_chunks(rows, alias: str) -> list[list]:
     return [ids[start:start + size] for start in range(0, len(ids), size)]
 
 
-def _insert_batch(rows, target: str, target_name: str) -> CopyResult:
+def _insert_batch(batch: Batch, target: str, target_name: str) -> CopyResult:
     """Portable path: a SELECT for the ids already there, one bulk INSERT for the rest."""
     from ..models import IncomingTransaction
 
+    rows = batch.sendable()
     present = set()
     for ids in _id_chunks(rows, target):
         present.update(IncomingTransaction.objects.using(target).filter(
             id__in=ids).values_list("id", flat=True))
     new = [row for row in rows if row.id not in present]
-    if new:
-        _check_identity_clash(IncomingTransaction, target, new)
+    refused = batch.refuse_clashes(target, _identity_clashes(IncomingTransaction, target, new))
+    new = [row for row in new if row.id not in refused]
     now = timezone.now()
     IncomingTransaction.objects.using(target).bulk_create([
         IncomingTransaction(**{f: getattr(row, f) for f in IDENTITY_FIELDS},
@@ -184,24 +358,87 @@ def _insert_batch(rows, target: str, target_name: str) -> CopyResult:
     return CopyResult(len(new), len(present))
 
 
-def _copy_batch(rows, target: str, target_name: str) -> CopyResult:
-    """Write one batch on the target in one database transaction.
+#: SQLSTATE classes of a refusal of the data, not of the connection: data exception,
+#: integrity constraint, program limit (an index entry too large, a string too long).
+_REFUSING_SQLSTATES = ("22", "23", "54")
 
-    A concurrent copy of the same rows can slip in between the presence check
-    and the insert; the batch is then rolled back and tried once more.
+
+def refused_by_database(exc: Exception) -> bool:
+    """Whether ``exc`` is the database refusing the data rather than a failing connection."""
+    if isinstance(exc, (DataError, IntegrityError)):
+        return True
+    sqlstate = getattr(exc.__cause__, "sqlstate", None) or ""
+    return isinstance(exc, DatabaseError) and sqlstate[:2] in _REFUSING_SQLSTATES
+
+
+def _groups(rows: list) -> list[list]:
+    """The rows cut into producer database transactions (consecutive, same producer and id)."""
+    groups: list[list] = []
+    for row in rows:
+        if groups and _same_group(groups[-1][-1], row):
+            groups[-1].append(row)
+        else:
+            groups.append([row])
+    return groups
+
+
+def write_batch(batch: Batch, target: str, target_name: str) -> Batch:
+    """Write one batch on the target in one database transaction, refusing only what
+    the target cannot take; ``batch.refused`` and ``batch.result`` say what happened.
+
+    Values the inbox cannot hold and clashing sequences are found before writing.
+    Should the database refuse the batch all the same (a limit not foreseen, a
+    concurrent copy slipping in between check and insert), it is written again
+    one producer database transaction at a time, each in a savepoint and tried
+    twice; one refused twice is refused with the database's reason.
     """
-    if connections[target].vendor == "postgresql":
+    connection = connections[target]
+    if connection.vendor == "postgresql":
         from .pgcopy import copy_batch as write
     else:
         write = _insert_batch
-    for attempt in (1, 2):
+    batch.screen(lambda row: value_problem(row, connection.vendor))
+    _clashes_of_screened(batch, target)
+    screened, clashed = dict(batch.refused), dict(batch.clashed)
+    try:
+        with transaction.atomic(using=target):
+            batch.result = write(batch, target, target_name)
+        return batch
+    except DatabaseError as exc:
+        if not refused_by_database(exc):
+            raise
+        logger.info("%s refused a batch (%s); writing it one producer database transaction "
+                    "at a time.", target, exc)
+    batch.refused, batch.clashed = screened, clashed
+    with transaction.atomic(using=target):
+        for group in _groups(batch.sendable()):
+            batch.join(_write_group(batch.part(group), write, target, target_name))
+    return batch
+
+
+def _write_group(part: Batch, write, target: str, target_name: str) -> Batch:
+    """Write one producer database transaction in a savepoint; refuse it if the target
+    refuses it twice."""
+    vendor = connections[target].vendor
+    part.screen(lambda row: value_problem(row, vendor))  # its producer may have clashed
+    if not part.sendable():
+        return part
+    for _ in range(2):
         try:
             with transaction.atomic(using=target):
-                return write(rows, target, target_name)
-        except IntegrityError:
-            if attempt == 2:
+                part.result = write(part, target, target_name)
+            return part
+        except DatabaseError as exc:
+            if not refused_by_database(exc):
                 raise
-            logger.info("Another copy wrote to %s at the same time; retrying the batch.", target)
+            error = exc
+            part.refused, part.clashed = {}, {}  # all of it was sendable: back to that
+    reason = " ".join(str(error).split())  # PostgreSQL's DETAIL and HINT on one line
+    cause = part.refuse(part.rows[0], f"{target_name} refused it "
+                                      f"({type(error).__name__}: {reason})")
+    for row in part.rows[1:]:
+        part.refused[row.id] = cause
+    return part
 
 
 class TransferQuerySet(models.QuerySet):
@@ -220,7 +457,9 @@ class TransferQuerySet(models.QuerySet):
         Returns ``CopyResult(copied, already_present)``; ``progress`` is called
         with the running totals after each batch. An ``OperationalError`` or
         ``InterfaceError`` (a cut connection, say) raises ``CopyInterrupted``
-        naming the alias; the committed batches stay done.
+        naming the alias; the committed batches stay done. Rows the target
+        refuses are left pending and recorded, the rest is copied, and the copy
+        then raises ``CopyRefused`` naming each refused producer and sequence.
         """
         if using == self.db:
             raise SyncError(f"Cannot copy transactions from alias {using!r} to itself.")
@@ -228,18 +467,27 @@ class TransferQuerySet(models.QuerySet):
         flag = "is_consumed_middleman" if target.role == "middleman" else "is_consumed_server"
         copied = present = 0
         side = self.db
+        ledger = Ledger(self.db, target.name)
+        blocked: dict[str, Refused] = {}
+        refused: dict[int, Refused] = {}
         # Plain named tuples: building model instances cost ~15% of the whole copy.
         pages = keyset_pages(self.values_list(*IDENTITY_FIELDS, "hops", named=True),
                              batch_size or conf.batch_size(), whole_groups=True)
         try:
             for rows in pages:
                 side = using
-                result = _copy_batch(rows, using, target.name)
+                batch = write_batch(Batch(rows, blocked), using, target.name)
                 side = self.db
-                self._mark_copied(rows, **{flag: True}, consumed_datetime=timezone.now(),
-                                  consumer=target.name)
-                copied += result.copied
-                present += result.already_present
+                touched = batch.done()
+                causes = {cause.id for cause in touched}
+                with transaction.atomic(using=self.db):
+                    self._mark_copied(batch.sendable(), **{flag: True},
+                                      consumed_datetime=timezone.now(), consumer=target.name)
+                    ledger.settle([row.id for row in rows if row.id not in causes]
+                                  if ledger.outstanding else (), touched)
+                refused.update((id(cause), cause) for cause in touched)
+                copied += batch.result.copied
+                present += batch.result.already_present
                 if progress:
                     progress(CopyResult(copied, present))
         except (OperationalError, InterfaceError) as exc:
@@ -257,10 +505,19 @@ class TransferQuerySet(models.QuerySet):
             analyze_inbox(using)
         logger.info("Copied %d transactions from %s to %s (%d already there).",
                     copied, self.db, using, present)
-        return CopyResult(copied, present)
+        result = CopyResult(copied, present)
+        if refused:
+            causes = sorted(refused.values(), key=lambda cause: (cause.producer, cause.sequence))
+            held = sum(cause.held_back for cause in causes)
+            message = (f"Copy from {self.db!r} to {using!r}: {copied} copied, {present} already "
+                       f"there; {target.name} refused {len(causes)} transactions and {held} "
+                       "more were held back behind them. They stay pending here and the next "
+                       "copy tries them again:\n" + describe(causes))
+            logger.warning("%s", message)
+            raise CopyRefused(message, result, causes)
+        return result
 
     def _mark_copied(self, rows, **values) -> None:
-        """Set ``values`` on the source rows of one batch, in one database transaction."""
-        with transaction.atomic(using=self.db):
-            for ids in _id_chunks(rows, self.db):
-                self.model.objects.using(self.db).filter(id__in=ids).update(**values)
+        """Set ``values`` on the source rows of one batch (inside the caller's transaction)."""
+        for ids in _id_chunks(rows, self.db):
+            self.model.objects.using(self.db).filter(id__in=ids).update(**values)

@@ -15,14 +15,16 @@ Two traps shape the code:
   error translation; the statements around it are not.
 
 The caller's ``transaction.atomic(using=target)`` covers the staging, the check
-and the insert, so a failure anywhere rolls all of it back.
+and the insert, so a failure anywhere rolls all of it back. A producer whose
+sequence clashes is refused from the clash on (``Batch.refuse_clashes``): its
+rows leave the staging table and the other producers' rows go in.
 """
 from __future__ import annotations
 
 from django.db import connections
 from django.utils import timezone
 
-from .copy import IDENTITY_FIELDS, CopyResult, identity_clash, incoming_hops
+from .copy import IDENTITY_FIELDS, Batch, CopyResult, incoming_hops
 
 STAGING = "syncrouter_copy_staging"
 #: Columns that travel with each row; every other inbox column takes its default.
@@ -42,14 +44,16 @@ def _sql(connection) -> dict[str, str]:
         "stage": f"CREATE TEMP TABLE IF NOT EXISTS {STAGING} ON COMMIT DELETE ROWS AS "
                  f"SELECT {staged} FROM {inbox} WITH NO DATA; DELETE FROM {STAGING}",
         "copy": f"COPY {STAGING} ({staged}) FROM STDIN",
-        # A (producer, sequence) held under another id: one probe on the unique
-        # index per staged row. The LIMIT keeps the subquery a per-row probe: as a
-        # plain join the planner could pick a merge or hash join, reading the whole
-        # inbox for every batch, so that each batch cost more than the one before.
-        "clash": f"SELECT s.producer, s.sequence, i.id, s.id FROM {STAGING} s "
-                 f"CROSS JOIN LATERAL (SELECT id FROM {inbox} WHERE producer = s.producer "
-                 "AND sequence = s.sequence LIMIT 1) i "
-                 "WHERE i.id <> s.id ORDER BY s.producer, s.sequence LIMIT 1",
+        # The first (producer, sequence) of each producer held under another id: one
+        # probe on the unique index per staged row. The LIMIT keeps the subquery a
+        # per-row probe: as a plain join the planner could pick a merge or hash join,
+        # reading the whole inbox for every batch, so that each batch cost more than
+        # the one before.
+        "clash": f"SELECT DISTINCT ON (s.producer) s.producer, s.sequence, i.id, s.id "
+                 f"FROM {STAGING} s CROSS JOIN LATERAL (SELECT id FROM {inbox} "
+                 "WHERE producer = s.producer AND sequence = s.sequence LIMIT 1) i "
+                 "WHERE i.id <> s.id ORDER BY s.producer, s.sequence",
+        "unstage": f"DELETE FROM {STAGING} WHERE id = ANY(%s)",
         # ON CONFLICT names (id) only: a (producer, sequence) clash that appears
         # after the check raises IntegrityError instead of dropping the row.
         "insert": f"INSERT INTO {inbox} ({', '.join(quote(c) for c in columns)}) "
@@ -75,10 +79,12 @@ def _defaults(connection, now) -> list:
     return values
 
 
-def copy_batch(rows, target: str, target_name: str) -> CopyResult:
-    """Stage ``rows`` with COPY and insert the new ones; run inside ``atomic(using=target)``."""
+def copy_batch(batch: Batch, target: str, target_name: str) -> CopyResult:
+    """Stage the batch's rows with COPY and insert the new ones; run inside
+    ``atomic(using=target)``."""
     connection = connections[target]
     sql = _sql(connection)
+    rows = batch.sendable()
     values = [[getattr(row, f) for f in IDENTITY_FIELDS] + [incoming_hops(row, target_name)]
               for row in rows]
     with connection.cursor() as cursor:
@@ -89,12 +95,12 @@ def copy_batch(rows, target: str, target_name: str) -> CopyResult:
             for row in values:
                 copy.write_row(row)
         cursor.execute(sql["clash"])
-        clash = cursor.fetchone()
-        if clash:
-            raise identity_clash(target, *clash)
+        refused = batch.refuse_clashes(target, cursor.fetchall())
+        if refused:
+            cursor.execute(sql["unstage"], [list(refused)])
         cursor.execute(sql["insert"], _defaults(connection, timezone.now()))
         copied = cursor.rowcount
-    return CopyResult(copied, len(rows) - copied)
+    return CopyResult(copied, len(rows) - len(refused) - copied)
 
 
 def analyze_inbox(target: str) -> None:

@@ -4,13 +4,17 @@ Exit codes, for scripts and schedulers:
 
 ====  =====================================================================
 0     done, nothing needs attention
-1     done, but some transactions are deferred, in conflict or in error
-      (``replay``, ``sync``, ``status``)
+1     done, but some transactions are deferred, in conflict or in error,
+      or were left untouched as this node's own (``replay``, ``sync``,
+      ``status``)
 2     usage or configuration error (unknown alias, a client asked to replay)
 3     a database could not be reached, or the connection broke mid-copy
       (finished batches stay done; run again)
-4     data refused: a batch file was damaged or altered, or a producer's
-      sequence clashed; nothing of that file or batch was written
+4     data refused, everything else done: a batch file damaged, altered or
+      malformed (nothing of it imported; the other files are), or
+      transactions the next hop refused in ``push``, ``pull``, ``sync`` or
+      ``export`` (left pending and listed by ``status``, which then exits 4
+      too; the other transactions and producers went on)
 ====  =====================================================================
 
 A progress line with counts and rate is drawn only when stdout is a terminal.
@@ -18,6 +22,7 @@ A progress line with counts and rate is drawn only when stdout is a terminal.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
 from enum import IntEnum
@@ -28,9 +33,12 @@ from django.db import DatabaseError, connections
 
 from ... import conf
 from ...exceptions import ReplayRefused, SyncError
+from ...replay import own
 from ...status import node_status
-from ...transfer.copy import CopyInterrupted, CopyResult
-from ...transfer.files import export_transactions, import_transactions, pending
+from ...transfer.copy import CopyInterrupted, CopyRefused, CopyResult
+from ...transfer.files import ExportRefused, export_transactions, import_transactions, pending
+
+logger = logging.getLogger("syncrouter.command")
 
 ATTENTION = ("deferred", "conflict", "error")
 DUMMY = "django.db.backends.dummy"  # what Django puts in an empty 'default': {}
@@ -106,7 +114,8 @@ class Command(BaseCommand):
         target.add_argument("--target", help="Alias to send to (default: 'server').")
         own = argparse.ArgumentParser(add_help=False)
         own.add_argument("--allow-own-host", action="store_true",
-                         help="Replay transactions produced on this host too "
+                         help="Replay this node's own transactions too, those whose "
+                              "producer is this node's name "
                               "(deserialize(check_hostname=False)).")
         timeout = argparse.ArgumentParser(add_help=False)
         timeout.add_argument("--timeout", type=float, default=5.0,
@@ -178,6 +187,7 @@ class Command(BaseCommand):
         return Exit.OK, ""
 
     def push(self, source: str, target: str, batch_size, timeout: float) -> tuple[Exit, str]:
+        """Copy each pending queryset; one the target partly refuses does not stop the next."""
         code, message = self.reach(target, source, timeout=timeout)
         if code:
             return code, message
@@ -185,14 +195,19 @@ class Command(BaseCommand):
                 else "is_consumed_server")
         progress = Progress(self.stdout, f"{source} -> {target}")
         total = CopyResult(0, 0)
+        refused = []
         try:
             for queryset in pending(source, flag):
                 done = total
-                result = queryset.copy_to_incoming_transaction(
-                    target, batch_size=batch_size,
-                    progress=lambda r: progress.copy(CopyResult(done.copied + r.copied,
-                                                                done.already_present
-                                                                + r.already_present)))
+                try:
+                    result = queryset.copy_to_incoming_transaction(
+                        target, batch_size=batch_size,
+                        progress=lambda r: progress.copy(CopyResult(done.copied + r.copied,
+                                                                    done.already_present
+                                                                    + r.already_present)))
+                except CopyRefused as exc:
+                    result = exc.result
+                    refused.append(str(exc))
                 total = CopyResult(total.copied + result.copied,
                                    total.already_present + result.already_present)
         except CopyInterrupted as exc:
@@ -203,6 +218,8 @@ class Command(BaseCommand):
             progress.end()
         self.say(f"{source} -> {target}: {total.copied} copied, "
                  f"{total.already_present} already there.")
+        if refused:
+            return Exit.REFUSED, "\n".join(refused)
         return Exit.OK, ""
 
     def replay(self, alias: str, batch_size, allow_own_host: bool) -> tuple[Exit, str]:
@@ -225,10 +242,25 @@ class Command(BaseCommand):
                     self.stdout.write(f"  {message}")
         self.say(f"replay on {alias}: " + (", ".join(
             f"{count} {outcome}" for outcome, count in sorted(counts.items())) or "nothing to do"))
+        problems = []
         waiting = sum(counts.get(outcome, 0) for outcome in ATTENTION)
         if waiting:
-            return Exit.ATTENTION, (f"{waiting} transactions on {alias!r} are deferred, in "
-                                    "conflict or in error; see 'manage.py syncrouter status'.")
+            problems.append(f"{waiting} transactions on {alias!r} are deferred, in conflict or "
+                            "in error; see 'manage.py syncrouter status'.")
+        mine = counts.get("skipped") and sum(
+            1 for message in messages if message.outcome == "skipped"
+            and message.text == own.SKIPPED)
+        if mine:
+            name = conf.node_for_alias(alias).name
+            problems.append(
+                f"{mine} transactions on {alias!r} were left untouched as this node's own: "
+                f"their producer is {name!r}, the name of this node. If another node has that "
+                "name too (SYNCROUTER_NODES; the default <hostname>-<alias> repeats on laptops "
+                "cloned from one image), give each node its own name; --allow-own-host "
+                "replays them.")
+            logger.warning("%s", problems[-1])
+        if problems:
+            return Exit.ATTENTION, "\n".join(problems)
         return Exit.OK, ""
 
     # subcommands ------------------------------------------------------------
@@ -250,9 +282,13 @@ class Command(BaseCommand):
         cycles, failures = 0, 0
         while True:
             code, message = self.push(source, target, options["batch_size"], options["timeout"])
-            if code == Exit.OK:
-                code, message = self.replay(target, options["batch_size"],
-                                            options["allow_own_host"])
+            if code in (Exit.OK, Exit.REFUSED):  # what was not refused is there: replay it
+                replayed, replay_message = self.replay(target, options["batch_size"],
+                                                       options["allow_own_host"])
+                if replayed and not code:
+                    code, message = replayed, replay_message
+                elif replayed:
+                    message = f"{message}\n{replay_message}"
             cycles += 1
             if not options["watch"] or cycles == options["max_cycles"]:
                 return code, message
@@ -282,6 +318,16 @@ class Command(BaseCommand):
         self.table(("producer", "highest", "total", "to server", "to middleman"),
                    [(p.producer, p.highest, p.total, p.pending_server, p.pending_middleman)
                     for p in status.outbox])
+        if status.refused:
+            self.stdout.write("\nrefused by the next hop (pending here; each copy or export "
+                              "tries them again)")
+            self.table(("target", "producer", "sequence", "held back", "last refused"),
+                       [(r.target, r.producer, r.sequence, r.held_back,
+                         r.last_refused.strftime("%Y-%m-%d %H:%M")) for r in status.refused])
+            for r in status.refused:
+                self.stdout.write(f"  {r.producer}#{r.sequence}: {r.reason}")
+            return Exit.REFUSED, (f"{len(status.refused)} transactions on {alias!r} were refused "
+                                  "by the next hop; see above.")
         if status.needs_attention:
             return Exit.ATTENTION, f"Some transactions on {alias!r} are deferred or in error."
         return Exit.OK, ""
@@ -300,10 +346,13 @@ class Command(BaseCommand):
     def do_export(self, **options):
         source = self.alias(options["source"], conf.local_alias())
         progress = Progress(self.stdout, f"export from {source}")
+        code, message = Exit.OK, ""
         try:
             manifest = export_transactions(options["path"], pending(source),
                                            batch_size=options["batch_size"],
                                            mark=options["mark"], progress=progress)
+        except ExportRefused as exc:
+            manifest, code, message = exc.manifest, Exit.REFUSED, str(exc)
         except OSError as exc:
             return Exit.USAGE, f"Cannot write {options['path']}: {exc}"
         finally:
@@ -311,7 +360,7 @@ class Command(BaseCommand):
         self.say(f"{options['path']}: {manifest.count} transactions from "
                  f"{len(manifest.producers)} producers (batch {manifest.batch_id})"
                  + (", marked sent." if options["mark"] else "; left pending."))
-        return Exit.OK, ""
+        return code, message
 
     def do_import(self, **options):
         target = self.alias(options["target"], conf.local_alias())
@@ -321,8 +370,10 @@ class Command(BaseCommand):
             try:
                 result = import_transactions(path, target, batch_size=options["batch_size"],
                                              progress=progress.copy)
+            except CopyInterrupted as exc:
+                return Exit.UNREACHABLE, str(exc)
             except SyncError as exc:
-                refused.append(str(exc))
+                refused.append(path)
                 self.stderr.write(str(exc))
                 continue
             finally:
@@ -330,5 +381,6 @@ class Command(BaseCommand):
             self.say(f"{path}: {result.copied} imported into {target}, "
                      f"{result.already_present} already there.")
         if refused:
-            return Exit.REFUSED, f"{len(refused)} of {len(options['paths'])} files refused."
+            return Exit.REFUSED, (f"{len(refused)} of {len(options['paths'])} files refused "
+                                  f"(the reasons are above): {', '.join(refused)}.")
         return Exit.OK, ""
