@@ -8,8 +8,9 @@ class SyncRouterConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Register mixin models, import each installed app's ``sync_models`` module, and
-        install the queryset capture and the raw-SQL guard (once per process)."""
+        """Register mixin models, import each installed app's ``sync_models`` module (or
+        ``offline_models``, django-offline's name for it), and install the queryset
+        capture and the raw-SQL guard (once per process)."""
         from . import checks  # noqa: F401  (registers the system checks)
         from .capture import queryset, rawsql
         from .models import SyncModelMixin
@@ -18,6 +19,6 @@ class SyncRouterConfig(AppConfig):
         for model in apps.get_models():
             if issubclass(model, SyncModelMixin) and not model._meta.proxy:
                 site_sync_models.register_mixin_model(model)
-        autodiscover_modules("sync_models")
+        autodiscover_modules("sync_models", "offline_models")
         queryset.install()
         rawsql.install()
