@@ -2,7 +2,7 @@
 from django.conf import settings
 from django.core import checks
 
-from . import conf
+from . import conf, history
 from .exceptions import SyncError
 from .registry import missing_natural_key_parts, site_sync_models
 
@@ -20,6 +20,14 @@ def check_registered_models(app_configs=None, **kwargs):
                      "'natural keys' documentation.",
                 obj=model, id="syncrouter.E001"))
     return errors
+
+
+@checks.register()
+def check_history(app_configs=None, **kwargs):
+    """A ``SyncModelMixin`` model whose history cannot travel was registered without it."""
+    return [checks.Error(problem, hint=f"Set {history.OPT_OUT} = False on the model to leave "
+                                       "its history out.", obj=model, id="syncrouter.E005")
+            for model, problem in site_sync_models.history_problems.items()]
 
 
 @checks.register()
