@@ -31,6 +31,26 @@ def check_history(app_configs=None, **kwargs):
 
 
 @checks.register()
+def check_payload_repairs(app_configs=None, **kwargs):
+    """Every payload repair hook can be imported and belongs to a registered model."""
+    from .replay import repairs
+
+    errors = []
+    declared = conf.get(repairs.SETTING)
+    for label in declared:
+        if site_sync_models.get(label) is None:
+            errors.append(checks.Error(
+                f"{repairs.SETTING} names {label!r}, which is not a model registered for sync.",
+                id="syncrouter.E006"))
+    for model in site_sync_models:
+        try:
+            repairs.hooks_for(model)
+        except SyncError as exc:
+            errors.append(checks.Error(str(exc), obj=model, id="syncrouter.E006"))
+    return errors
+
+
+@checks.register()
 def check_settings(app_configs=None, **kwargs):
     errors = []
     alias = conf.local_alias()

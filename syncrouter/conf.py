@@ -30,6 +30,9 @@ DEFAULTS = {
     # Rows per batch for copy, export, import and replay (a batch runs on to the end
     # of a producer's database transaction).
     "SYNCROUTER_BATCH_SIZE": 500,
+    # Payload repair hooks per model, {"app.model": [callable or dotted path]}
+    # (replay/repairs.py): run on a payload before replay decodes it.
+    "SYNCROUTER_PAYLOAD_REPAIRS": {},
 }
 
 
