@@ -176,7 +176,7 @@ class OfflineModels:
         for model in apps.get_app_config(app_label).get_models():
             if (model._meta.label_lower in excluded or model._meta.proxy
                     or (exclude_model_classes and issubclass(model, exclude_model_classes))
-                    or (self.register_historical and history.tracked_model(model))):
+                    or (self.register_historical and history.is_history_model(model))):
                 continue
             labels.append(model._meta.label_lower)
         self.register(labels)

@@ -19,7 +19,10 @@ Three things make a history model travel:
 * **A tracked primary key that travels**: each history row holds a copy of its
   tracked row's primary key. An auto-increment key means something else on
   every node, so such a model's history cannot travel and registering it
-  raises ``SyncError`` (opt out, or give the model a UUID key).
+  raises ``SyncError`` (opt out, or give the model a UUID key). So does a
+  history with ``related_name`` (a foreign key to the tracked row, whose insert
+  is captured after the history row) or ``m2m_fields`` (history models of its
+  own, which do not travel).
 * **No second history row on the replaying node.** Replay writes the tracked
   row itself; its history row arrives as its own transaction. The raw writes
   of replay already send no ``post_save`` that django-simple-history acts on,
@@ -52,6 +55,12 @@ def history_model(model: type[models.Model]) -> type[models.Model] | None:
     """The django-simple-history model that tracks ``model``, if any."""
     manager = getattr(model._meta, "simple_history_manager_attribute", None)
     return None if manager is None else getattr(model, manager).model
+
+
+def is_history_model(model: type[models.Model]) -> bool:
+    """Whether django-simple-history generated ``model`` (a history model, or one of
+    its many-to-many history models)."""
+    return isinstance(model.__dict__.get("instance_type"), type)
 
 
 def tracked_model(model: type[models.Model]) -> type[models.Model] | None:

@@ -24,12 +24,14 @@ class BaseUuidModel(models.Model):
 
 class HistoricalRecords(simple_history.models.HistoricalRecords):
     """edc-base's HistoricalRecords: django-simple-history with a UUID ``history_id``
-    (the older tools required one), here also declared once on an abstract base
-    for every concrete model below it, as the seeds do."""
+    (the older tools required one), declared once on an abstract base for every
+    concrete model below it, as the seeds do, and writing each history row on the
+    alias of its tracked row (a process here holds several nodes' aliases)."""
 
     def __init__(self, **kwargs):
         kwargs.setdefault("history_id_field", models.UUIDField(default=uuid.uuid4))
         kwargs.setdefault("inherit", True)
+        kwargs.setdefault("use_base_model_db", True)
         super().__init__(**kwargs)
 
 
