@@ -111,7 +111,6 @@ def prepare(history: type[models.Model], tracked: type[models.Model]) -> None:
             f"arrive incomplete. Drop m2m_fields, or {opt_out}.")
     if _has_natural_key(history):
         return
-    _install_replay_guard()
     if ser.pk_travels(history):
         names = (history._meta.pk.attname,)
     else:
