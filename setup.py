@@ -17,7 +17,8 @@ setup(
     extras_require={
         "postgres": ["psycopg[binary]>=3.1"],
         "tenants": ["django-db-multitenant>=0.3.2"],
-        "test": ["pytest>=8", "pytest-django>=4.9", "psycopg[binary]>=3.1", "hypothesis>=6.100"],
+        "test": ["pytest>=8", "pytest-django>=4.9", "psycopg[binary]>=3.1", "hypothesis>=6.100",
+                 "django-simple-history>=3.5"],
     },
     classifiers=[
         "Framework :: Django",

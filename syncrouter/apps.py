@@ -8,9 +8,10 @@ class SyncRouterConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Register mixin models, import each installed app's ``sync_models`` module, and
-        install the queryset capture, the raw-SQL guard and the policy for Django's own
-        flush, loaddata and migrations (once per process)."""
+        """Register mixin models, import each installed app's ``sync_models`` module (or
+        ``offline_models``, django-offline's name for it), and install the queryset
+        capture, the raw-SQL guard and the policy for Django's own flush, loaddata and
+        migrations (once per process)."""
         from . import checks  # noqa: F401  (registers the system checks)
         from .capture import local, queryset, rawsql
         from .models import SyncModelMixin
@@ -19,7 +20,7 @@ class SyncRouterConfig(AppConfig):
         for model in apps.get_models():
             if issubclass(model, SyncModelMixin) and not model._meta.proxy:
                 site_sync_models.register_mixin_model(model)
-        autodiscover_modules("sync_models")
+        autodiscover_modules("sync_models", "offline_models")
         queryset.install()
         rawsql.install()
         local.install()

@@ -2,7 +2,7 @@
 from django.conf import settings
 from django.core import checks
 
-from . import conf
+from . import conf, history
 from .exceptions import SyncError
 from .registry import missing_natural_key_parts, site_sync_models
 
@@ -19,6 +19,34 @@ def check_registered_models(app_configs=None, **kwargs):
                 hint="Rows are found on other nodes by natural key; see Django's "
                      "'natural keys' documentation.",
                 obj=model, id="syncrouter.E001"))
+    return errors
+
+
+@checks.register()
+def check_history(app_configs=None, **kwargs):
+    """A ``SyncModelMixin`` model whose history cannot travel was registered without it."""
+    return [checks.Error(problem, hint=f"Set {history.OPT_OUT} = False on the model to leave "
+                                       "its history out.", obj=model, id="syncrouter.E005")
+            for model, problem in site_sync_models.history_problems.items()]
+
+
+@checks.register()
+def check_payload_repairs(app_configs=None, **kwargs):
+    """Every payload repair hook can be imported and belongs to a registered model."""
+    from .replay import repairs
+
+    errors = []
+    declared = conf.get(repairs.SETTING)
+    for label in declared:
+        if site_sync_models.get(label) is None:
+            errors.append(checks.Error(
+                f"{repairs.SETTING} names {label!r}, which is not a model registered for sync.",
+                id="syncrouter.E006"))
+    for model in site_sync_models:
+        try:
+            repairs.hooks_for(model)
+        except SyncError as exc:
+            errors.append(checks.Error(str(exc), obj=model, id="syncrouter.E006"))
     return errors
 
 

@@ -35,6 +35,9 @@ DEFAULTS = {
     # Largest transaction a batch file may carry, as one line of its transactions.jsonl:
     # export leaves a larger one out (refused), import refuses a file holding one.
     "SYNCROUTER_MAX_TRANSACTION_BYTES": 16 * 2**20,
+    # Payload repair hooks per model, {"app.model": [callable or dotted path]}
+    # (replay/repairs.py): run on a payload before replay decodes it.
+    "SYNCROUTER_PAYLOAD_REPAIRS": {},
 }
 
 

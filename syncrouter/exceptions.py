@@ -5,5 +5,9 @@ class SyncError(Exception):
     """
 
 
+class AlreadyRegistered(SyncError):
+    """A model was registered twice with ``site_sync_models``."""
+
+
 class ReplayRefused(SyncError):
     """This node may not replay the given transactions (wrong role, own rows)."""

@@ -20,6 +20,7 @@ INSTALLED_APPS = [
     "django.contrib.auth",
     "django.contrib.sessions",
     "django.contrib.messages",
+    "simple_history",
     "syncrouter",
     "tests.testapp.apps.TestAppConfig",
     "tests.convapp.apps.ConvAppConfig",

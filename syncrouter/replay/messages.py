@@ -4,12 +4,14 @@ from __future__ import annotations
 import operator
 import uuid
 from array import array
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import orjson
 
 OUTCOMES = ("inserted", "updated", "deleted", "skipped", "deferred", "conflict", "error")
+#: Outcomes after which nothing waits and nothing went wrong (``ReplayMessage.success``).
+SUCCESSES = ("inserted", "updated", "deleted", "skipped")
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,39 @@ class ReplayMessage:
         text = f": {self.text}" if self.text else ""
         return (f"{self.outcome} {self.model} {self.key} "
                 f"({self.producer}#{self.sequence}, {self.action}){text}")
+
+    # The older tools' message fields (edc-sync's ``Message`` tuple), read from the
+    # fields above so that a message stores nothing more.
+
+    @property
+    def tx_name(self) -> str:
+        """The model label (``model``)."""
+        return self.model
+
+    @property
+    def tx_pk(self) -> object:
+        """The row's natural key (``key``): what names it on this node. The producer's
+        primary key stays on the transaction, ``IncomingTransaction.tx_pk``."""
+        return self.key
+
+    @property
+    def inserted(self) -> int:
+        """1 if the transaction inserted its row here, else 0."""
+        return int(self.outcome == "inserted")
+
+    @property
+    def updated(self) -> int:
+        return int(self.outcome == "updated")
+
+    @property
+    def deleted(self) -> int:
+        return int(self.outcome == "deleted")
+
+    @property
+    def success(self) -> bool:
+        """Nothing waits and nothing went wrong: inserted, updated, deleted or skipped.
+        A deferred row, a conflict (held or decided by a policy) and an error are not."""
+        return self.outcome in SUCCESSES
 
 
 class Outcome(Exception):
@@ -160,6 +195,13 @@ class ReplayLog(Sequence[ReplayMessage]):
         if outcome == "deferred":
             self._deferred[tx] = position
         self._counts[outcome] = self._counts.get(outcome, 0) + 1
+
+    def rewrite_texts(self, rewrite: Callable[[str], str]) -> None:
+        """Pass every message text through ``rewrite`` (a dry run renames what it rolled
+        back). Each distinct text is rewritten once."""
+        texts = self._texts
+        texts.values = [rewrite(text) for text in texts.values]
+        texts.indexes = {text: index for index, text in enumerate(texts.values)}
 
     @property
     def counts(self) -> dict[str, int]:

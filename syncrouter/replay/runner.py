@@ -36,24 +36,15 @@ from ..capture.context import replaying
 from ..exceptions import ReplayRefused
 from ..registry import site_sync_models
 from ..transfer.copy import IDENTITY_FIELDS, TransferQuerySet, keyset_pages
-from . import batch, dberrors, keys, own
+from . import batch, dberrors, dryrun, keys, own, repairs
 from .apply import apply_row
+from .devices import consumer_node
 from .gaps import missing_ranges
 from .lock import replay_lock
 from .messages import Outcome, ReplayLog
 
 logger = logging.getLogger("syncrouter.replay")
 
-def consumer_node(custom_device, alias: str) -> conf.Node:
-    """The node doing the replay: ``custom_device`` (a name, or an object with
-    ``name``/``role``), else the node configured for ``alias``."""
-    node = conf.node_for_alias(alias)
-    if custom_device is None:
-        return node
-    if isinstance(custom_device, str):
-        return conf.Node(alias, custom_device, node.role)
-    name = getattr(custom_device, "name", None) or str(custom_device)
-    return conf.Node(alias, name, getattr(custom_device, "role", node.role))
 
 
 class _UnitFailed(Exception):
@@ -238,6 +229,8 @@ class Replayer:
             model, kind, text = self._model(row, payload)
         if kind is None and self.check_hostname and own.is_own(row, self.node):
             kind, text = "skipped", own.SKIPPED
+        if kind is None:
+            payload, kind, text = repairs.repair(model, payload, row)
         if kind is None and (row.action == "D" or "m2m" in payload):
             gap = self._gap_below(row)
             if gap is not None:  # an earlier change may still refer to the row or its links
@@ -367,16 +360,21 @@ class Replayer:
 class ReplayQuerySet(TransferQuerySet):
     def deserialize(self, custom_device=None, check_hostname: bool = True,
                     batch_size: int | None = None,
-                    progress: Callable[[dict], None] | None = None) -> ReplayLog:
+                    progress: Callable[[dict], None] | None = None, *,
+                    dry_run: bool = False, deserialize_only: bool = False) -> ReplayLog:
         """Replay these incoming transactions on this queryset's alias.
 
         ``custom_device`` is the node doing the replay (recorded as consumer; a
-        node whose role is ``client`` refuses). With ``check_hostname=True``,
-        transactions produced on this host are left untouched and reported.
+        node whose role is ``client`` refuses; see ``devices.py``). With
+        ``check_hostname=True``, transactions produced on this host are left
+        untouched and reported. ``dry_run=True`` (or the older tools'
+        ``deserialize_only=True``) reports what would happen and writes nothing
+        (``dryrun.py``).
         Returns one ``ReplayMessage`` per transaction looked at, in a
         ``ReplayLog``: a sequence that stores them in about 60 bytes each and
         builds each message when it is read, so that a replay of a million
         transactions fits in a small process; ``.counts`` gives the number per
         outcome without building any.
         """
-        return Replayer(self, custom_device, check_hostname, batch_size, progress).run()
+        replayer = Replayer(self, custom_device, check_hostname, batch_size, progress)
+        return dryrun.rehearse(replayer) if dry_run or deserialize_only else replayer.run()

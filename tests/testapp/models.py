@@ -7,6 +7,7 @@ child, and a model with an integer auto primary key.
 import uuid
 
 from django.db import models
+from simple_history.models import HistoricalRecords
 
 from syncrouter.models import SyncModelMixin
 
@@ -214,3 +215,65 @@ class ReferralClinic(SyncModelMixin, models.Model):
         return self.referral.natural_key() + self.clinic.natural_key()
 
     natural_key.dependencies = ["testapp.referral", "testapp.clinic"]
+
+
+class Specimen(SyncModelMixin, models.Model):
+    """Tracked by plain django-simple-history (an integer ``history_id``): its history
+    rows travel keyed by (id, history_date)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    subject_visit = models.ForeignKey(SubjectVisit, on_delete=models.PROTECT)
+    specimen_identifier = models.CharField(max_length=20, unique=True)
+    specimen_type = models.CharField(max_length=10, default="blood")
+    collected = models.DateField(null=True)
+    volume_ml = models.DecimalField(max_digits=5, decimal_places=1, null=True)
+    natural_key_fields = ("specimen_identifier",)
+    objects = NaturalKeyManager()
+    history = HistoricalRecords()
+
+    def natural_key(self):
+        return (self.specimen_identifier,)
+
+    natural_key.dependencies = ["testapp.subjectvisit"]
+
+
+class Ward(models.Model):
+    """Not registered at start-up: an integer auto primary key, whose history cannot travel."""
+
+    code = models.CharField(max_length=10, unique=True)
+    natural_key_fields = ("code",)
+    objects = NaturalKeyManager()
+    history = HistoricalRecords()
+
+    def natural_key(self):
+        return (self.code,)
+
+
+class Room(models.Model):
+    """Not registered at start-up: a history with a foreign key to its tracked row."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    code = models.CharField(max_length=10, unique=True)
+    natural_key_fields = ("code",)
+    objects = NaturalKeyManager()
+    history = HistoricalRecords(related_name="history_rows")
+
+    def natural_key(self):
+        return (self.code,)
+
+
+class Bed(models.Model):
+    """Not registered at start-up: a history of many-to-many changes (``m2m_fields``)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    code = models.CharField(max_length=10, unique=True)
+    symptoms = models.ManyToManyField(Symptom, blank=True, related_name="+")
+    natural_key_fields = ("code",)
+    objects = NaturalKeyManager()
+    history = HistoricalRecords(m2m_fields=["symptoms"])
+
+    def natural_key(self):
+        return (self.code,)
+
+
+from tests.testapp.seed_models import MaternalCrf, OfflineCrf  # noqa: E402,F401
