@@ -366,8 +366,8 @@ class ReplayQuerySet(TransferQuerySet):
 
         ``custom_device`` is the node doing the replay (recorded as consumer; a
         node whose role is ``client`` refuses; see ``devices.py``). With
-        ``check_hostname=True``, transactions produced on this host are left
-        untouched and reported. ``dry_run=True`` (or the older tools'
+        ``check_hostname=True``, this node's own transactions (by node name,
+        ``own.py``) are left untouched and reported. ``dry_run=True`` (or the older tools'
         ``deserialize_only=True``) reports what would happen and writes nothing
         (``dryrun.py``).
         Returns one ``ReplayMessage`` per transaction looked at, in a
