@@ -31,14 +31,14 @@ from django.db import IntegrityError, InterfaceError, OperationalError, connecti
 from django.db import transaction
 from django.utils import timezone
 
-from .. import conf, serialization as ser
+from .. import conf, serialization as ser, trust
 from ..exceptions import SyncError
 
 logger = logging.getLogger("syncrouter.transfer")
 
 #: Fields a transaction keeps on every hop.
 IDENTITY_FIELDS = ("id", "tx", "tx_name", "tx_pk", "producer", "hostname", "sequence",
-                   "db_transaction_id", "hlc", "action", "timestamp")
+                   "db_transaction_id", "hlc", "action", "timestamp", "signature")
 
 
 #: A copy of at least this many rows into a PostgreSQL inbox ends with ANALYZE
@@ -234,7 +234,8 @@ class TransferQuerySet(models.QuerySet):
         try:
             for rows in pages:
                 side = using
-                result = _copy_batch(rows, using, target.name)
+                admitted = trust.screen(rows, using, f"copy from alias {self.db!r}")
+                result = _copy_batch(admitted, using, target.name)
                 side = self.db
                 self._mark_copied(rows, **{flag: True}, consumed_datetime=timezone.now(),
                                   consumer=target.name)

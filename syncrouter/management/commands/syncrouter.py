@@ -32,7 +32,7 @@ from ...status import node_status
 from ...transfer.copy import CopyInterrupted, CopyResult
 from ...transfer.files import export_transactions, import_transactions, pending
 
-ATTENTION = ("deferred", "conflict", "error")
+ATTENTION = ("deferred", "conflict", "error", "refused")
 DUMMY = "django.db.backends.dummy"  # what Django puts in an empty 'default': {}
 
 
