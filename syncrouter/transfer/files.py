@@ -50,6 +50,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from .. import conf, trust
+from ..trust import crypto_files
 from ..exceptions import SyncError
 from .copy import IDENTITY_FIELDS, CopyResult, _copy_batch, keyset_pages
 
@@ -109,14 +110,17 @@ def _line(row) -> bytes:
 def export_transactions(
     path: str | os.PathLike, querysets: Iterable, *, batch_size: int | None = None,
     mark: bool = False, progress: Callable[[int], None] | None = None,
+    recipient: str | None = None,
 ) -> Manifest:
     """Write the transactions of ``querysets`` (all on one alias) to the batch file ``path``.
 
     The file is written under a temporary name and renamed when complete, so a
-    crash never leaves a half file under the real name. Returns its manifest.
+    crash never leaves a half file under the real name. It is encrypted to the
+    node ``recipient`` (see ``trust.crypto_files``). Returns its manifest.
     """
     querysets = list(querysets)
     alias = querysets[0].db
+    seal = crypto_files.sealer(alias, recipient)
     node = conf.node_for_alias(alias)
     manifest = Manifest(batch_id=str(uuid.uuid4()), node=node.name, role=node.role,
                         created=timezone.now().isoformat())
@@ -124,6 +128,7 @@ def export_transactions(
     digest = hashlib.sha256()
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or None)
     os.close(handle)
+    plain = temp  # the archive; ``temp`` becomes its encrypted copy when sealed
     try:
         with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             with archive.open(CONTENT, "w", force_zip64=True) as content:
@@ -137,27 +142,39 @@ def export_transactions(
                         if progress:
                             progress(manifest.count)
             manifest.sha256 = digest.hexdigest()
-            archive.writestr(MANIFEST, orjson.dumps(manifest.as_dict(),
-                                                    option=orjson.OPT_INDENT_2))
+            body = orjson.dumps(manifest.as_dict(), option=orjson.OPT_INDENT_2)
+            archive.writestr(MANIFEST, body)
+            signature = crypto_files.manifest_signature(alias, body)
+            if signature:
+                archive.writestr(crypto_files.MANIFEST_SIGNATURE, signature)
+        if seal:
+            temp = str(seal(Path(plain)))
         with open(temp, "rb") as written:
             os.fsync(written.fileno())
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
+        Path(plain).unlink(missing_ok=True)
         raise
     logger.info("Exported %d transactions from %s to %s.", manifest.count, alias, path)
-    if mark:
-        _mark_exported(path, querysets, manifest, batch_size or conf.batch_size())
+    try:
+        if mark:
+            _mark_exported(path, querysets, manifest, batch_size or conf.batch_size(),
+                           plain if seal else path)
+    finally:
+        if seal:
+            Path(plain).unlink(missing_ok=True)
     return manifest
 
 
-def _mark_exported(path: Path, querysets: list, manifest: Manifest, size: int) -> None:
-    """Mark exactly the rows in the file, read back from it in batches of ids, all
-    or none."""
+def _mark_exported(path: Path, querysets: list, manifest: Manifest, size: int,
+                   archive_path) -> None:
+    """Mark exactly the rows in the file, read back from its plain archive in batches
+    of ids, all or none."""
     now = timezone.now()
     alias = querysets[0].db
     models = {queryset.model for queryset in querysets}
-    with transaction.atomic(using=alias), zipfile.ZipFile(path) as archive, \
+    with transaction.atomic(using=alias), zipfile.ZipFile(archive_path) as archive, \
             archive.open(CONTENT) as content:
         for _, chunk in _numbered_chunks(content, size):
             ids = [orjson.loads(line)["id"] for line in chunk]
@@ -179,10 +196,11 @@ def _numbered_chunks(lines, size: int):
         yield first, chunk
 
 
-def read_manifest(path: str | os.PathLike) -> dict:
-    """The manifest of batch file ``path``, checked for format and version."""
+def read_manifest(path: str | os.PathLike, archive_path=None) -> dict:
+    """The manifest of batch file ``path``, checked for format and version; read from
+    ``archive_path`` when that holds its decrypted archive."""
     try:
-        with zipfile.ZipFile(path) as archive:
+        with zipfile.ZipFile(archive_path or path) as archive:
             manifest = orjson.loads(archive.read(MANIFEST))
     except (OSError, zipfile.BadZipFile, KeyError, orjson.JSONDecodeError) as exc:
         raise SyncError(f"{path}: not a complete syncrouter batch file ({exc}).") from None
@@ -231,14 +249,21 @@ def import_transactions(
     ``batch_size``: the file is streamed and checked as it is inserted, and a
     fault found at any point rolls the whole file back.
     """
-    manifest = read_manifest(path)
+    with crypto_files.readable(path, using) as archive_path:
+        return _import(path, archive_path, using, batch_size, progress)
+
+
+def _import(path, archive_path: Path, using: str, batch_size: int | None,
+            progress: Callable[[CopyResult], None] | None) -> CopyResult:
+    manifest = read_manifest(path, archive_path)
+    crypto_files.check_manifest(archive_path, path, using, manifest)
     size = batch_size or conf.batch_size()
     hop = conf.node_for_alias(using).name
     found = Manifest(batch_id="", node="", role="", created="")
     digest = hashlib.sha256()
     copied = present = 0
     try:
-        with transaction.atomic(using=using), zipfile.ZipFile(path) as archive, \
+        with transaction.atomic(using=using), zipfile.ZipFile(archive_path) as archive, \
                 archive.open(CONTENT) as content:
             for first, lines in _numbered_chunks(content, size):
                 rows = []
