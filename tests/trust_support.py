@@ -9,7 +9,8 @@ from syncrouter import conf
 from syncrouter.models import IncomingTransaction, OutgoingTransaction
 from syncrouter.trust import devices, keys
 
-ON = dict(SYNCROUTER_SIGN=True, SYNCROUTER_VERIFY=True, SYNCROUTER_ACCEPT_UNSIGNED=False)
+ON = dict(SYNCROUTER_SIGN=True, SYNCROUTER_VERIFY=True, SYNCROUTER_ACCEPT_UNSIGNED=False,
+          SYNCROUTER_ENCRYPT_FILES=True)
 
 
 @pytest.fixture

@@ -123,6 +123,9 @@ def decrypt(source, target: Path, own: keys.NodeKeys, own_name: str) -> None:
                 raise SyncError(f"{source}: the file ends after chunk {number} without its "
                                 "last chunk (cut short); nothing imported.")
             chunk = sealed.read(int.from_bytes(length, "big"))
+            if len(chunk) != int.from_bytes(length, "big"):
+                raise SyncError(f"{source}: chunk {number} is shorter than its length says "
+                                "(cut short or altered); nothing imported.")
             try:
                 out.write(aead.decrypt(_nonce(prefix, number, False), chunk, header))
             except InvalidTag:
