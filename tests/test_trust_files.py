@@ -111,7 +111,7 @@ def test_altered_member_with_recomputed_checksum_is_refused(trusted, tmp_path):
 
     def change(name, data):
         if name == CONTENT:
-            altered["content"] = data.replace(b"H2", b"HX")
+            altered["content"] = data.replace(b'\\"H2\\"', b'\\"HX\\"')
             return altered["content"]
         if name == MANIFEST:
             manifest = orjson.loads(data)
