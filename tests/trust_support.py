@@ -55,6 +55,8 @@ def flip(value, offset: int = 0):
     if isinstance(value, int):
         return value ^ (1 << (offset % 32))
     text = str(value)
+    if not text:
+        return "x"
     position = offset % len(text)
     char = text[position]
     if len(text) == 36 and text.count("-") == 4:  # a UUID: stay a UUID
