@@ -6,6 +6,7 @@ Every test runs on SQLite -> SQLite, SQLite -> PostgreSQL and PostgreSQL -> Post
 import uuid
 
 import pytest
+from django.conf import settings
 from django.contrib.auth.models import User
 from django.test import override_settings
 
@@ -15,10 +16,12 @@ from syncrouter.models import RefusedTransaction
 from syncrouter.status import node_status
 from syncrouter.trust import devices, keys, signing
 from syncrouter.trust.rules import WriteRule
-from tests import factories
+from tests import factories, pg
 from tests.test_replay_support import TRANSACTIONAL, replay
 from tests.testapp.models import Household
-from tests.trust_support import enrol, flip, inbox, node_named, outbox, trusted  # noqa: F401
+from tests.trust_support import (  # noqa: F401
+    ON, enrol, flip, inbox, node_named, outbox, trusted,
+)
 
 pytestmark = TRANSACTIONAL
 
@@ -265,5 +268,38 @@ def test_signature_values_match_canonical_bytes_on_every_backend(trusted):
     """What capture signed verifies from the values read back from each database."""
     households(trusted.client, "H1")
     row = outbox(trusted.client).get()
-    public = keys.require(trusted.client).public.raw[:32]
+    public = keys.require(trusted.client).public
     signing.verify(signing.values_of(row), public)
+
+
+def test_a_middleman_that_edits_a_row_before_forwarding(tmp_path):
+    """laptop (SQLite) -> middleman (SQLite) -> community (PostgreSQL): the middleman's
+    edit is refused where it arrives; the untouched row arrives with its signature."""
+    if not pg.AVAILABLE:
+        pytest.skip(pg.REASON)
+    names = {**settings.SYNCROUTER_NODES, "server": {"name": "middleman-1", "role": "middleman"}}
+    with override_settings(**ON, SYNCROUTER_KEY_DIR=tmp_path / "keys", SYNCROUTER_NODES=names):
+        for alias in ("client", "server", "pgserver"):
+            keys.create(alias)
+        enrol("server", "client")
+        enrol("pgserver", "client")
+        enrol("pgserver", "server", role="middleman")
+        factories.load_symptoms("pgserver")
+        households("client", "H1", "H2")
+        outbox("client").filter(is_consumed_middleman=False).copy_to_incoming_transaction("server")
+        edited = inbox("server").get(sequence=1)
+        inbox("server").filter(pk=edited.pk).update(tx=edited.tx.replace('"H1"', '"HX"'))
+
+        result = inbox("server").filter(is_consumed_server=False).copy_to_incoming_transaction(
+            "pgserver")
+
+        assert tuple(result) == (1, 0)
+        refused = RefusedTransaction.objects.using("pgserver").get()
+        assert (refused.sequence, refused.source) == (1, "copy from alias 'server'")
+        assert "bad signature" in refused.reason
+        arrived = inbox("pgserver").get()
+        assert arrived.signature == outbox("client").get(sequence=2).signature
+        assert arrived.hops == '["field-laptop-1","middleman-1","community-pg"]'
+        assert [m.outcome for m in replay("pgserver").values()] == ["inserted"]
+        assert list(Household.objects.using("pgserver").values_list(
+            "household_identifier", flat=True)) == ["H2"]

@@ -36,7 +36,7 @@ def signed(group: list[dict], producer: str = "laptop-1") -> list[dict]:
 @given(st.lists(rows, min_size=1, max_size=signing.MAX_GROUP + 20))
 @settings(max_examples=40, deadline=None)
 def test_every_row_of_a_group_verifies_alone(group):
-    public = KEYS.public.raw[:32]
+    public = KEYS.public
     for row in signed(group):
         signing.verify(row, public)
 
@@ -53,8 +53,8 @@ def test_any_changed_field_or_signature_byte_is_refused(group, data):
     if changed[field] == row[field] or (field == "id" and str(changed[field]) == str(row[field])):
         return
     with pytest.raises((signing.BadSignature, ValueError)):
-        signing.verify(changed, KEYS.public.raw[:32])
-    signing.verify(row, KEYS.public.raw[:32])  # the original still holds
+        signing.verify(changed, KEYS.public)
+    signing.verify(row, KEYS.public)  # the original still holds
 
 
 @given(st.lists(rows, min_size=2, max_size=30), st.data())
@@ -64,9 +64,9 @@ def test_rows_cannot_move_between_positions_or_groups(group, data):
     first, second = data.draw(st.permutations(range(len(group))))[:2]
     moved = {**group[first], "signature": group[second]["signature"]}
     with pytest.raises(signing.BadSignature):
-        signing.verify(moved, KEYS.public.raw[:32])
+        signing.verify(moved, KEYS.public)
     with pytest.raises(signing.BadSignature):
-        signing.verify(group[first], OTHER.public.raw[:32])
+        signing.verify(group[first], OTHER.public)
 
 
 def test_canonical_bytes_are_versioned_and_stable():

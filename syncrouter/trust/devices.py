@@ -30,7 +30,6 @@ class Enrolled:
     name: str
     role: str
     keys: PublicKeys
-    signing_key: bytes  # raw Ed25519 public key
     revoked_after: int | None
 
 
@@ -42,8 +41,7 @@ class Registry:
         self.by_key_id: dict[str, Enrolled] = {}
         for device in devices:
             keys = parse_public(device.public_key)
-            enrolled = Enrolled(device.name, device.role, keys, keys.raw[:32],
-                                device.revoked_after)
+            enrolled = Enrolled(device.name, device.role, keys, device.revoked_after)
             self.by_name[device.name] = enrolled
             self.by_key_id[keys.key_id] = enrolled
 

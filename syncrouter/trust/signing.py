@@ -35,7 +35,7 @@ from typing import Iterable, Mapping, Sequence
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .keys import NodeKeys, _b64, _unb64
+from .keys import NodeKeys, PublicKeys, _b64, _unb64
 
 TAG = b"syncrouter-tx-v1"
 SIGNATURE_TAG = b"syncrouter-sig-v1"
@@ -161,6 +161,9 @@ def parse(signature: str) -> tuple[str, int, int, bytes, list[bytes]]:
         raise BadSignature("the signature is damaged (not base64 or numbers)") from None
     if len(raw) != 64 or len(path) % 32 or not 0 < count <= MAX_GROUP:
         raise BadSignature("the signature is damaged (wrong sizes)")
+    if _b64(raw) != parts[4] or _b64(path) != parts[5] or parts[2:4] != [str(count), str(index)]:
+        # Base64 and integers have other spellings of the same bytes: only one is ours.
+        raise BadSignature("the signature is damaged (not in its canonical spelling)")
     return parts[1], count, index, raw, [path[i:i + 32] for i in range(0, len(path), 32)]
 
 
@@ -174,14 +177,17 @@ def _verified(public: bytes, signature: bytes, message: bytes) -> bool:
     return True
 
 
-def verify(row: Mapping, public: bytes) -> None:
-    """Check ``row``'s ``signature`` against the producer's raw Ed25519 public key.
+def verify(row: Mapping, public: PublicKeys) -> None:
+    """Check ``row``'s ``signature`` against the producer's public keys.
 
     Raises ``BadSignature`` naming what failed; returns None if it holds.
     """
     key_id, count, index, raw, path = parse(row["signature"])
+    if key_id != public.key_id:
+        raise BadSignature(f"signed with key {key_id}, not with the producer's key "
+                           f"{public.key_id}")
     root = root_from_path(leaf_hash(canonical(row)), index, count, path)
-    if not _verified(public, raw, signed_message(row["producer"], count, root)):
+    if not _verified(public.raw[:32], raw, signed_message(row["producer"], count, root)):
         raise BadSignature("the signature does not match the transaction: a signed field "
                            "(id, producer, sequence, model, action, payload, clock, "
                            "db_transaction_id, hostname or tx_pk) or the signature itself "

@@ -55,7 +55,7 @@ def signature_refusal(values: Mapping, registry: devices.Registry, own_name: str
             whose = f"the key of {owner.name!r}" if owner else f"an unknown key ({key_id})"
             return (f"refused: producer {producer!r} does not match its key: signed with "
                     f"{whose}, not with the key enrolled for {producer!r}")
-        signing.verify(values, device.signing_key)
+        signing.verify(values, device.keys)
     except signing.BadSignature as exc:
         return f"refused: bad signature: {exc}"
     except (ValueError, TypeError) as exc:  # a field that cannot be encoded (a bad UUID)
