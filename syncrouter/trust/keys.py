@@ -25,6 +25,7 @@ import hashlib
 import os
 import stat
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
@@ -55,7 +56,7 @@ class PublicKeys:
     signing: Ed25519PublicKey
     encryption: X25519PublicKey
 
-    @property
+    @cached_property
     def raw(self) -> bytes:
         return (self.signing.public_bytes(_RAW, serialization.PublicFormat.Raw)
                 + self.encryption.public_bytes(_RAW, serialization.PublicFormat.Raw))
@@ -64,11 +65,11 @@ class PublicKeys:
     def token(self) -> str:
         return PUBLIC_PREFIX + _b64(self.raw)
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         return hashlib.sha256(self.raw).hexdigest()
 
-    @property
+    @cached_property
     def key_id(self) -> str:
         """The short id a signature names its key by: the fingerprint's first 16 hex digits."""
         return self.fingerprint[:16]
@@ -102,7 +103,7 @@ class NodeKeys:
     def generate(cls) -> "NodeKeys":
         return cls(Ed25519PrivateKey.generate(), X25519PrivateKey.generate())
 
-    @property
+    @cached_property
     def public(self) -> PublicKeys:
         return PublicKeys(self.signing.public_key(), self.encryption.public_key())
 
@@ -134,11 +135,13 @@ def key_source(alias: str) -> str:
     return str(Path(directory) / f"{conf.node_for_alias(alias).name}.key")
 
 
-_loaded: dict[str, NodeKeys | None] = {}
+_loaded: dict[str, NodeKeys | None] = {}  # by source
+_by_alias: dict[str, NodeKeys] = {}  # the capture path's shortcut past key_source()
 
 
 def _forget(**kwargs) -> None:
     _loaded.clear()
+    _by_alias.clear()
 
 
 setting_changed.connect(_forget, dispatch_uid="syncrouter.trust.keys")
@@ -173,6 +176,9 @@ def _read(source: str) -> NodeKeys | None:
 
 def require(alias: str) -> NodeKeys:
     """``load(alias)``, or ``SyncError`` telling how to create the keys."""
+    keys = _by_alias.get(alias)
+    if keys is not None:
+        return keys
     keys = load(alias)
     if keys is None:
         node = conf.node_for_alias(alias)
@@ -181,6 +187,7 @@ def require(alias: str) -> NodeKeys:
             "cannot sign what it captures. Create one with 'manage.py syncrouter keys init "
             f"--alias {alias}' (or set SYNCROUTER_SIGN = False, and let the receivers "
             "accept unsigned transactions: see the README's security model).")
+    _by_alias[alias] = keys
     return keys
 
 
@@ -207,4 +214,5 @@ def create(alias: str, replace: bool = False) -> tuple[NodeKeys, str]:
             os.fsync(out.fileno())
         os.replace(temp, path)
     _loaded[source] = keys
+    _by_alias.pop(alias, None)
     return keys, source

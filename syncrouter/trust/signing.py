@@ -93,14 +93,22 @@ def _split(count: int) -> int:
 
 
 def _root_and_paths(leaves: Sequence[bytes]) -> tuple[bytes, list[list[bytes]]]:
-    """Merkle Tree Hash of ``leaves`` and each leaf's audit path (RFC 6962, 2.1.1)."""
-    if len(leaves) == 1:
-        return leaves[0], [[]]
-    k = _split(len(leaves))
-    left, left_paths = _root_and_paths(leaves[:k])
-    right, right_paths = _root_and_paths(leaves[k:])
-    return (_node(left, right), [path + [right] for path in left_paths]
-            + [path + [left] for path in right_paths])
+    """Merkle Tree Hash of ``leaves`` and each leaf's audit path, lowest sibling first
+    (RFC 6962, 2.1.1)."""
+    paths: list[list[bytes]] = [[] for _ in leaves]
+
+    def tree(low: int, high: int) -> bytes:
+        if high - low == 1:
+            return leaves[low]
+        middle = low + _split(high - low)
+        left, right = tree(low, middle), tree(middle, high)
+        for index in range(low, middle):
+            paths[index].append(right)
+        for index in range(middle, high):
+            paths[index].append(left)
+        return _node(left, right)
+
+    return tree(0, len(leaves)), paths
 
 
 def root_from_path(leaf: bytes, index: int, count: int, path: Sequence[bytes]) -> bytes:
