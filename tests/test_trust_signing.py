@@ -34,7 +34,8 @@ def signed(group: list[dict], producer: str = "laptop-1") -> list[dict]:
 
 
 @given(st.lists(rows, min_size=1, max_size=signing.MAX_GROUP + 20))
-@settings(max_examples=40, deadline=None)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                      HealthCheck.data_too_large])
 def test_every_row_of_a_group_verifies_alone(group):
     public = KEYS.public
     for row in signed(group):
@@ -42,7 +43,7 @@ def test_every_row_of_a_group_verifies_alone(group):
 
 
 @given(st.lists(rows, min_size=1, max_size=40), st.data())
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_any_changed_field_or_signature_byte_is_refused(group, data):
     group = signed(group)
     row = data.draw(st.sampled_from(group))
@@ -58,7 +59,7 @@ def test_any_changed_field_or_signature_byte_is_refused(group, data):
 
 
 @given(st.lists(rows, min_size=2, max_size=30), st.data())
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_rows_cannot_move_between_positions_or_groups(group, data):
     group = signed(group)
     first, second = data.draw(st.permutations(range(len(group))))[:2]

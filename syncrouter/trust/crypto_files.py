@@ -24,7 +24,6 @@ is about the file, the row signatures about the data.
 """
 from __future__ import annotations
 
-import base64
 import contextlib
 import hashlib
 import os
@@ -70,7 +69,7 @@ def encrypt(source: Path, target: Path, recipient: str, public: keys.PublicKeys)
     aead = AESGCM(_key(ephemeral.exchange(public.encryption), ephemeral_raw, recipient_raw))
     prefix = secrets.token_bytes(7)
     header = orjson.dumps({"recipient": recipient, "fingerprint": public.fingerprint,
-                           "ephemeral": keys._b64(ephemeral_raw), "prefix": keys._b64(prefix),
+                           "ephemeral": keys.b64(ephemeral_raw), "prefix": keys.b64(prefix),
                            "chunk": CHUNK}) + b"\n"
     with open(source, "rb") as plain, open(target, "wb") as out:
         out.write(MAGIC + header)
@@ -99,7 +98,7 @@ def decrypt(source, target: Path, own: keys.NodeKeys, own_name: str) -> None:
         header = sealed.readline()
         try:
             meta = orjson.loads(header)
-            ephemeral, prefix = keys._unb64(meta["ephemeral"]), keys._unb64(meta["prefix"])
+            ephemeral, prefix = keys.unb64(meta["ephemeral"]), keys.unb64(meta["prefix"])
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
             raise SyncError(f"{source}: the encryption header is damaged; nothing "
                             "imported.") from None
@@ -203,7 +202,7 @@ def manifest_signature(alias: str, manifest: bytes) -> bytes | None:
         return None
     own = keys.require(alias)
     signature = own.signing.sign(hashlib.sha256(manifest).digest())
-    return f"v1.{own.public.key_id}.{keys._b64(signature)}".encode("ascii")
+    return f"v1.{own.public.key_id}.{keys.b64(signature)}".encode("ascii")
 
 
 def check_manifest(archive: Path, path, using: str, manifest: dict) -> None:
@@ -227,7 +226,7 @@ def check_manifest(archive: Path, path, using: str, manifest: dict) -> None:
     try:
         if len(parts) != 3 or parts[0] != "v1" or parts[1] != device.keys.key_id:
             raise InvalidSignature
-        device.keys.signing.verify(base64.urlsafe_b64decode(parts[2] + "=="),
+        device.keys.signing.verify(keys.unb64(parts[2]),
                                    hashlib.sha256(body).digest())
     except (InvalidSignature, ValueError):
         raise SyncError(f"{path}: the manifest's signature does not hold for {node!r}: the "

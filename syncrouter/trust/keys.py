@@ -41,11 +41,11 @@ PUBLIC_PREFIX = "sr1:"
 _RAW = serialization.Encoding.Raw
 
 
-def _b64(data: bytes) -> str:
+def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).decode("ascii").rstrip("=")
 
 
-def _unb64(text: str) -> bytes:
+def unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
@@ -63,7 +63,7 @@ class PublicKeys:
 
     @property
     def token(self) -> str:
-        return PUBLIC_PREFIX + _b64(self.raw)
+        return PUBLIC_PREFIX + b64(self.raw)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -82,7 +82,7 @@ def parse_public(token: str) -> PublicKeys:
         raise SyncError(f"Not a syncrouter public key (expected '{PUBLIC_PREFIX}...' as "
                         f"printed by 'manage.py syncrouter keys show'): {token[:40]!r}")
     try:
-        raw = _unb64(token[len(PUBLIC_PREFIX):])
+        raw = unb64(token[len(PUBLIC_PREFIX):])
     except (binascii.Error, ValueError):
         raw = b""
     if len(raw) != 64:
@@ -110,8 +110,8 @@ class NodeKeys:
     def dumps(self) -> str:
         raw = serialization.PrivateFormat.Raw
         none = serialization.NoEncryption()
-        return ":".join((PRIVATE_PREFIX, _b64(self.signing.private_bytes(_RAW, raw, none)),
-                         _b64(self.encryption.private_bytes(_RAW, raw, none))))
+        return ":".join((PRIVATE_PREFIX, b64(self.signing.private_bytes(_RAW, raw, none)),
+                         b64(self.encryption.private_bytes(_RAW, raw, none))))
 
     @classmethod
     def loads(cls, text: str, where: str) -> "NodeKeys":
@@ -119,8 +119,8 @@ class NodeKeys:
         try:
             if len(parts) != 3 or parts[0] != PRIVATE_PREFIX:
                 raise ValueError(f"expected '{PRIVATE_PREFIX}:<key>:<key>'")
-            return cls(Ed25519PrivateKey.from_private_bytes(_unb64(parts[1])),
-                       X25519PrivateKey.from_private_bytes(_unb64(parts[2])))
+            return cls(Ed25519PrivateKey.from_private_bytes(unb64(parts[1])),
+                       X25519PrivateKey.from_private_bytes(unb64(parts[2])))
         except (ValueError, binascii.Error) as exc:
             raise SyncError(f"The private key in {where} is not a syncrouter key: {exc}") \
                 from None

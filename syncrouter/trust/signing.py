@@ -35,7 +35,7 @@ from typing import Iterable, Mapping, Sequence
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from .keys import NodeKeys, PublicKeys, _b64, _unb64
+from .keys import NodeKeys, PublicKeys, b64, unb64
 
 TAG = b"syncrouter-tx-v1"
 SIGNATURE_TAG = b"syncrouter-sig-v1"
@@ -51,6 +51,24 @@ _INTEGERS = ("sequence", "hlc")
 
 class BadSignature(ValueError):
     """A row's signature does not hold; the message names what failed."""
+
+
+class WrongKey(BadSignature):
+    """The signature names another key than the producer's; ``key_id`` is the one it names."""
+
+    def __init__(self, key_id: str, expected: str):
+        super().__init__(f"signed with key {key_id}, not with the producer's key {expected}")
+        self.key_id = key_id
+
+
+def _canonical_b64(raw: bytes, text: str) -> bool:
+    """Whether ``text`` is the one spelling of ``raw`` that ``b64`` writes.
+
+    Decoding ignores the unused low bits of a final partial group, so other
+    spellings decode to the same bytes; only that group needs checking.
+    """
+    partial = len(raw) % 3
+    return not partial or b64(raw[-partial:]) == text[-(partial + 1):]
 
 
 def _uuid_bytes(value) -> bytes:
@@ -151,9 +169,9 @@ def sign_rows(keys: NodeKeys, producer: str, rows: Sequence[Mapping]) -> list[st
     for start in range(0, len(rows), MAX_GROUP):
         group = rows[start:start + MAX_GROUP]
         root, paths = _root_and_paths([leaf_hash(canonical(row)) for row in group])
-        signature = _b64(keys.signing.sign(signed_message(producer, len(group), root)))
+        signature = b64(keys.signing.sign(signed_message(producer, len(group), root)))
         signatures += [f"{VERSION}.{key_id}.{len(group)}.{index}.{signature}."
-                       f"{_b64(b''.join(path))}" for index, path in enumerate(paths)]
+                       f"{b64(b''.join(path))}" for index, path in enumerate(paths)]
     return signatures
 
 
@@ -164,12 +182,13 @@ def parse(signature: str) -> tuple[str, int, int, bytes, list[bytes]]:
         raise BadSignature(f"the signature is not a syncrouter {VERSION} signature")
     try:
         count, index = int(parts[2]), int(parts[3])
-        raw, path = _unb64(parts[4]), _unb64(parts[5])
+        raw, path = unb64(parts[4]), unb64(parts[5])
     except ValueError:
         raise BadSignature("the signature is damaged (not base64 or numbers)") from None
     if len(raw) != 64 or len(path) % 32 or not 0 < count <= MAX_GROUP:
         raise BadSignature("the signature is damaged (wrong sizes)")
-    if _b64(raw) != parts[4] or _b64(path) != parts[5] or parts[2:4] != [str(count), str(index)]:
+    if not (_canonical_b64(raw, parts[4]) and _canonical_b64(path, parts[5])
+            and parts[2:4] == [str(count), str(index)]):
         # Base64 and integers have other spellings of the same bytes: only one is ours.
         raise BadSignature("the signature is damaged (not in its canonical spelling)")
     return parts[1], count, index, raw, [path[i:i + 32] for i in range(0, len(path), 32)]
@@ -192,8 +211,7 @@ def verify(row: Mapping, public: PublicKeys) -> None:
     """
     key_id, count, index, raw, path = parse(row["signature"])
     if key_id != public.key_id:
-        raise BadSignature(f"signed with key {key_id}, not with the producer's key "
-                           f"{public.key_id}")
+        raise WrongKey(key_id, public.key_id)
     root = root_from_path(leaf_hash(canonical(row)), index, count, path)
     if not _verified(public.raw[:32], raw, signed_message(row["producer"], count, root)):
         raise BadSignature("the signature does not match the transaction: a signed field "

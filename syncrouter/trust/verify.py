@@ -49,13 +49,12 @@ def signature_refusal(values: Mapping, registry: devices.Registry, own_name: str
             return None
         return "refused: unsigned (SYNCROUTER_ACCEPT_UNSIGNED is off)"
     try:
-        key_id = signing.parse(values["signature"])[0]
-        if key_id != device.keys.key_id:
-            owner = registry.by_key_id.get(key_id)
-            whose = f"the key of {owner.name!r}" if owner else f"an unknown key ({key_id})"
-            return (f"refused: producer {producer!r} does not match its key: signed with "
-                    f"{whose}, not with the key enrolled for {producer!r}")
         signing.verify(values, device.keys)
+    except signing.WrongKey as exc:
+        owner = registry.by_key_id.get(exc.key_id)
+        whose = f"the key of {owner.name!r}" if owner else f"an unknown key ({exc.key_id})"
+        return (f"refused: producer {producer!r} does not match its key: signed with "
+                f"{whose}, not with the key enrolled for {producer!r}")
     except signing.BadSignature as exc:
         return f"refused: bad signature: {exc}"
     except (ValueError, TypeError) as exc:  # a field that cannot be encoded (a bad UUID)
