@@ -170,9 +170,9 @@ def test_settings_examples_pass_django_checks(role, tmp_path):
     assert set(module.SYNCROUTER_NODES) <= set(module.DATABASES)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DJANGO_SETTINGS_MODULE": "",
            "SYNCROUTER_DATA_DIR": str(tmp_path)}
-    subprocess.run([sys.executable, "-m", "django", "syncrouter", "keys", "init",
-                    "--settings", f"settings_examples.{role}"],
-                   cwd=ROOT, env=env, capture_output=True, text=True, timeout=120, check=True)
+    subprocess.run([sys.executable, "-m", "django", "syncrouter", "keys", "init"],
+                   cwd=ROOT, env={**env, "DJANGO_SETTINGS_MODULE": f"settings_examples.{role}"},
+                   capture_output=True, text=True, timeout=120, check=True)
     done = subprocess.run(
         [sys.executable, "-m", "django", "check", "--fail-level", "WARNING",
          "--settings", f"settings_examples.{role}"],
