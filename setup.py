@@ -13,7 +13,7 @@ setup(
     packages=find_packages(include=["syncrouter", "syncrouter.*"]),
     include_package_data=True,
     python_requires=">=3.10",
-    install_requires=["Django>=5.2,<6.2", "sqlparse>=0.5", "orjson>=3.9"],
+    install_requires=["Django>=5.2,<6.2", "sqlparse>=0.5", "orjson>=3.9", "cryptography>=42"],
     extras_require={
         "postgres": ["psycopg[binary]>=3.1"],
         "tenants": ["django-db-multitenant>=0.3.2"],

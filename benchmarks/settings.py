@@ -47,3 +47,9 @@ SYNCROUTER_NODES = {
     "server": {"name": "bench-server", "role": "community"},
 }
 LOGGING_CONFIG = None
+# The suites measure the pipeline with trust off; the "trust" suite switches signing and
+# verification on and off around the same work to measure what they cost.
+SYNCROUTER_SIGN = False
+SYNCROUTER_VERIFY = False
+SYNCROUTER_ENCRYPT_FILES = False
+SYNCROUTER_KEY_DIR = SQLITE_DIR / "keys"

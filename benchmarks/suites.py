@@ -117,7 +117,8 @@ def _incoming_rows(target_name: str) -> tuple[list[str], list[tuple]]:
     for row in source.values():
         values = dict(row, hops=ser.dumps(ser.loads(row["hops"]) + [target_name]),
                       received_datetime=now, is_consumed=False, is_deferred=False,
-                      consumed_datetime=None, consumer="", is_consumed_server=False)
+                      consumed_datetime=None, consumer="", is_consumed_server=False,
+                      is_refused=False)
         rows.append(tuple(values[f.attname] for f in fields))
     return [f.column for f in fields], rows
 

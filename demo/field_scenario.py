@@ -30,7 +30,9 @@ django.setup()
 from django.conf import settings  # noqa: E402
 from django.core.management import call_command  # noqa: E402
 
+from syncrouter import conf  # noqa: E402
 from syncrouter.models import IncomingTransaction, OutgoingTransaction  # noqa: E402
+from syncrouter.trust import devices, keys  # noqa: E402
 from syncrouter.registry import site_sync_models  # noqa: E402
 from syncrouter.transfer.files import (  # noqa: E402
     export_transactions, import_transactions, pending,
@@ -52,6 +54,22 @@ def fresh_databases():
     for alias in LAPTOPS + ["middleman", "server", "central"]:
         call_command("migrate", database=alias, verbosity=0)
         factories.load_symptoms(alias)
+    enrol_everyone()
+
+
+def enrol_everyone():
+    """Every node makes its keys; each receiving node enrols the nodes it receives from
+    (as ``manage.py syncrouter keys init`` / ``keys trust`` would), and the server enrols
+    the central server, to which it encrypts its files."""
+    aliases = LAPTOPS + ["middleman", "server", "central"]
+    for alias in aliases:
+        keys.create(alias)
+    senders = {"middleman": LAPTOPS, "server": LAPTOPS + ["middleman", "central"],
+               "central": LAPTOPS + ["middleman", "server"]}
+    for receiver, sent_by in senders.items():
+        for alias in sent_by:
+            node = conf.node_for_alias(alias)
+            devices.trust(receiver, node.name, keys.require(alias).public.token, role=node.role)
 
 
 def morning(alias, prefix):
@@ -93,7 +111,8 @@ def middleman_round(alias):
 
 def file_to_central():
     path = settings.DATA / "community-to-central.zip"
-    manifest = export_transactions(path, pending("server"))
+    manifest = export_transactions(path, pending("server"),
+                                   recipient=conf.node_for_alias("central").name)
     first = import_transactions(path, "central")
     again = import_transactions(path, "central")  # the same USB stick, carried twice
     replayed = IncomingTransaction.objects.using("central").filter(

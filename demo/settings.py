@@ -21,3 +21,6 @@ SYNCROUTER_NODES["middleman"] = {"name": "middleman-laptop", "role": "middleman"
 SYNCROUTER_NODES["server"] = {"name": "community-server", "role": "community"}
 SYNCROUTER_NODES["central"] = {"name": "central-server", "role": "central"}
 SYNCROUTER_CONFLICT_POLICY = "manual"
+# Every node signs what it captures and believes only the nodes it enrolled; the
+# scenario makes the keys (demo-data/keys) and enrols them before the field work.
+SYNCROUTER_KEY_DIR = DATA / "keys"

@@ -24,6 +24,12 @@ INSTALLED_APPS = [
 DATABASE_ROUTERS = ["syncrouter.router.SyncRouter"]
 ALLOW_MODEL_SERIALIZATION = True
 SYNCROUTER_BATCH_SIZE = 500
+# Trust (README, "Security model"): this node's key pair lives here (manage.py syncrouter
+# keys init); capture signs, receivers verify and apply write rules, files are encrypted.
+SYNCROUTER_KEY_DIR = BASE_DIR / "keys"
+SYNCROUTER_SIGN = True
+SYNCROUTER_VERIFY = True
+SYNCROUTER_ACCEPT_UNSIGNED = os.environ.get("SYNCROUTER_ACCEPT_UNSIGNED") == "1"  # upgrades
 
 
 def sqlite(name: str) -> dict:
@@ -34,7 +40,10 @@ def postgres(prefix: str, name: str) -> dict:
     """A PostgreSQL alias configured by ``<PREFIX>_HOST``, ``_PORT``, ``_USER``, ``_PASSWORD``.
 
     A short connect timeout: a node that is out of reach should say so in
-    seconds (``manage.py syncrouter sync`` exits 3) rather than hang.
+    seconds (``manage.py syncrouter sync`` exits 3) rather than hang. TLS that
+    checks the server's certificate and name (``sslmode=verify-full``) against the
+    CA in ``<PREFIX>_SSLROOTCERT`` (libpq's default: ``~/.postgresql/root.crt``):
+    clinical data crosses the network only encrypted, to the server it meant.
     """
     env = os.environ.get
     return {
@@ -44,5 +53,8 @@ def postgres(prefix: str, name: str) -> dict:
         "PORT": env(f"{prefix}_PORT", "5432"),
         "USER": env(f"{prefix}_USER", "syncrouter"),
         "PASSWORD": env(f"{prefix}_PASSWORD", ""),
-        "OPTIONS": {"connect_timeout": 10},
+        "OPTIONS": {"connect_timeout": 10,
+                    "sslmode": env(f"{prefix}_SSLMODE", "verify-full"),
+                    **({"sslrootcert": env(f"{prefix}_SSLROOTCERT")}
+                       if env(f"{prefix}_SSLROOTCERT") else {})},
     }

@@ -1,7 +1,9 @@
 from django.contrib import admin, messages
 
 from .exceptions import SyncError
-from .models import Conflict, IncomingTransaction, OutgoingTransaction, Refusal
+from .models import (
+    Conflict, Device, IncomingTransaction, OutgoingTransaction, Refusal, RefusedTransaction,
+)
 from .replay import conflicts
 
 
@@ -71,8 +73,16 @@ class ConflictAdmin(admin.ModelAdmin):
         self._resolve(request, queryset, "incoming")
 
 
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
 @admin.register(Refusal)
-class RefusalAdmin(admin.ModelAdmin):
+class RefusalAdmin(ReadOnlyAdmin):
     """What the next hop refused. Rows go by themselves when their transaction gets
     through; deleting one only forgets it (the next attempt records it again)."""
 
@@ -80,8 +90,22 @@ class RefusalAdmin(admin.ModelAdmin):
     list_filter = ("target", "producer")
     search_fields = ("tx_id", "producer", "reason")
 
-    def has_add_permission(self, request):
-        return False
 
-    def has_change_permission(self, request, obj=None):
-        return False
+@admin.register(Device)
+class DeviceAdmin(ReadOnlyAdmin):
+    """The device registry. Enrolment and revocation go through ``manage.py syncrouter keys``,
+    which checks the key and the name."""
+
+    list_display = ("name", "role", "fingerprint", "revoked_after", "created")
+    list_filter = ("role",)
+    search_fields = ("name", "fingerprint")
+
+
+@admin.register(RefusedTransaction)
+class RefusedTransactionAdmin(ReadOnlyAdmin):
+    """Transactions a copy or import refused (bad signature, unknown or revoked device)."""
+
+    list_display = ("producer", "sequence", "tx_name", "action", "reason", "source",
+                    "received_datetime")
+    list_filter = ("producer", "tx_name")
+    search_fields = ("tx_id", "producer", "reason", "source")

@@ -74,3 +74,25 @@ def check_settings(app_configs=None, **kwargs):
         except SyncError as exc:
             errors.append(checks.Error(str(exc), id="syncrouter.E004"))
     return errors
+
+
+@checks.register()
+def check_trust(app_configs=None, **kwargs):
+    """A node that signs needs its key before the first write; say so at ``check``."""
+    from .trust import keys
+
+    if not conf.get("SYNCROUTER_SIGN") or not conf.capture_enabled():
+        return []
+    alias = conf.local_alias()
+    if alias not in settings.DATABASES:
+        return []
+    try:
+        missing = keys.load(alias) is None
+    except SyncError as exc:
+        return [checks.Error(str(exc), id="syncrouter.E005")]
+    if missing:
+        return [checks.Warning(
+            f"Node {conf.node_for_alias(alias).name!r} has no key at {keys.key_source(alias)}; "
+            "every captured write will fail until it has one.",
+            hint=f"manage.py syncrouter keys init --alias {alias}", id="syncrouter.W002")]
+    return []

@@ -38,6 +38,22 @@ DEFAULTS = {
     # Payload repair hooks per model, {"app.model": [callable or dotted path]}
     # (replay/repairs.py): run on a payload before replay decodes it.
     "SYNCROUTER_PAYLOAD_REPAIRS": {},
+    # Trust (syncrouter.trust): capture signs every transaction with the node's key
+    # (a node without one refuses to write), receivers verify signatures against
+    # their device registry and apply write rules. Unsigned rows are refused
+    # unless SYNCROUTER_ACCEPT_UNSIGNED (the upgrade path). SYNCROUTER_VERIFY=False
+    # believes every row, as before trust existed: for development only.
+    "SYNCROUTER_SIGN": True,
+    "SYNCROUTER_VERIFY": True,
+    "SYNCROUTER_ACCEPT_UNSIGNED": False,
+    # Where key files live: <dir>/<node name>.key (0600). None: ~/.syncrouter/keys.
+    # A node may name its own source instead: SYNCROUTER_NODES[alias]["key"] =
+    # "/path/to/file" or "env:VARIABLE".
+    "SYNCROUTER_KEY_DIR": None,
+    # Write rules (syncrouter.trust.rules.WriteRule or dicts), tried before the defaults.
+    "SYNCROUTER_WRITE_RULES": [],
+    # Batch files are encrypted to their recipient's key; False writes plain archives.
+    "SYNCROUTER_ENCRYPT_FILES": True,
 }
 
 

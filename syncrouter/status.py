@@ -40,7 +40,7 @@ class OutboxProducer:
 
 
 @dataclass(frozen=True)
-class RefusedTransaction:
+class NextHopRefusal:
     """A transaction the next hop refused, still pending on the alias (``Refusal``)."""
 
     target: str
@@ -54,18 +54,35 @@ class RefusedTransaction:
 
 
 @dataclass(frozen=True)
+class RefusedProducer:
+    """Transactions of one producer that this node refused (``syncrouter.trust``)."""
+
+    producer: str
+    #: Refused by a copy or an import: kept in ``RefusedTransaction``, not in the inbox.
+    at_entry: int
+    #: Refused by replay (signature, registry or a write rule): ``is_refused`` in the inbox.
+    at_replay: int
+    #: The reason of the latest one.
+    last_reason: str
+
+
+@dataclass(frozen=True)
 class NodeStatus:
     alias: str
     node: str
     role: str
     inbox: list[InboxProducer] = field(default_factory=list)
     outbox: list[OutboxProducer] = field(default_factory=list)
-    refused: list[RefusedTransaction] = field(default_factory=list)
+    #: Sent from here and refused by the next hop (still pending here).
+    refused: list[NextHopRefusal] = field(default_factory=list)
+    #: Received here and refused (signature, device registry or a write rule).
+    refused_here: list[RefusedProducer] = field(default_factory=list)
 
     @property
     def needs_attention(self) -> bool:
-        """True when some received rows are in error or deferred."""
-        return any(p.stream.errors or p.stream.deferred for p in self.inbox)
+        """True when some rows are in error, deferred or refused (here or by the next hop)."""
+        return bool(self.refused or self.refused_here) or any(
+            p.stream.errors or p.stream.deferred for p in self.inbox)
 
 
 def node_status(alias: str) -> NodeStatus:
@@ -86,8 +103,25 @@ def node_status(alias: str) -> NodeStatus:
                   pending_server=Count("id", filter=Q(is_consumed_server=False)),
                   pending_middleman=Count("id", filter=Q(is_consumed_middleman=False)))
               .order_by("producer")]
-    refused = [RefusedTransaction(**row) for row in Refusal.objects.using(alias).values(
+    refused = [NextHopRefusal(**row) for row in Refusal.objects.using(alias).values(
         "target", "producer", "sequence", "held_back", "reason", "first_refused",
         "last_refused")]
     return NodeStatus(alias=alias, node=node.name, role=node.role, inbox=inbox, outbox=outbox,
-                      refused=refused)
+                      refused=refused, refused_here=refused_producers(alias))
+
+
+def refused_producers(alias: str) -> list[RefusedProducer]:
+    """Per producer: what copies, imports and replays on ``alias`` refused, and the latest
+    reason (one query per table, and one per producer with refusals)."""
+    from .models import IncomingTransaction, RefusedTransaction
+
+    at_entry = RefusedTransaction.objects.using(alias)
+    at_replay = IncomingTransaction.objects.using(alias).filter(is_refused=True)
+    entry = dict(at_entry.values("producer").annotate(n=Count("id")).values_list("producer", "n"))
+    replay = dict(at_replay.values("producer").annotate(n=Count("id")).values_list("producer", "n"))
+    return [RefusedProducer(
+        producer, entry.get(producer, 0), replay.get(producer, 0),
+        at_entry.filter(producer=producer).order_by("-pk").values_list("reason", flat=True).first()
+        or at_replay.filter(producer=producer).order_by("-sequence").values_list(
+            "error", flat=True).first() or "")
+        for producer in sorted(set(entry) | set(replay))]

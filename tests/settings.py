@@ -75,3 +75,11 @@ TEMPLATES = [{
         "django.contrib.messages.context_processors.messages",
     ]},
 }]
+
+# Trust (syncrouter.trust) is off for the tests of the other features, which play many
+# producers by renaming one alias and write inbox rows by hand; tests/test_trust_*.py
+# switch it on. Keys the tests create go to a directory of their own.
+SYNCROUTER_SIGN = False
+SYNCROUTER_VERIFY = False
+SYNCROUTER_ENCRYPT_FILES = False
+SYNCROUTER_KEY_DIR = SQLITE_DIR / "keys"

@@ -21,6 +21,8 @@ COMMON_ROWS = {
     "oldtools.capture", "copy.vs_bulk_create", "replay.vs_bulk_create", "replay.vs_oldtools",
     "replay.updates", "replay.updates.vs_oldtools", "e2e.clients_to_server",
     *(f"scale.replay.{n}{old}" for n in (QUICK_N, 2 * QUICK_N) for old in ("", ".vs_oldtools")),
+    "trust.capture.sign", "trust.capture.sign.bulk_create", "trust.copy.verify",
+    "trust.replay.verify", "trust.replay.verify.bulk_create",
 }
 ROWS = {"sqlite": COMMON_ROWS, "postgres": COMMON_ROWS | {"copy.vs_copy"}}
 

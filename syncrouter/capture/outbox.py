@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from django.db import connections
 from django.utils import timezone
 
-from .. import conf, serialization as ser
+from .. import conf, serialization as ser, trust
 
 _TXID = "syncrouter_db_transaction"
 
@@ -50,7 +50,7 @@ _STATEMENTS: dict[str, dict] = {}
 _COLUMNS = ("id", "tx", "tx_name", "tx_pk", "producer", "hostname", "sequence",
             "db_transaction_id", "hlc", "action", "timestamp", "hops", "consumer",
             "is_consumed_middleman", "is_consumed_server", "is_ignored", "is_error",
-            "error", "batch_id")
+            "error", "batch_id", "signature")
 
 
 def _statements(connection) -> dict:
@@ -162,7 +162,8 @@ def record_many(using: str, entries: list[tuple[str, object, str, dict]]) -> Non
         rows.append([txid.hex if as_text else txid, ser.dumps(payload), label, str(instance_pk),
                      node.name, host, last_sequence - first + offset, db_txid,
                      last_hlc - first + offset, action, now, hops,
-                     "", False, False, False, False, "", ""])
+                     "", False, False, False, False, "", "", ""])
+    trust.sign_outbox_rows(using, rows, _COLUMNS)  # where the final sequence and clock are set
     sql = _statements(connection)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql" and len(rows) > 1:

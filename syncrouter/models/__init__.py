@@ -3,6 +3,7 @@ from .conflict import Conflict
 from .mixins import SyncModelMixin
 from .refusal import Refusal
 from .transactions import IncomingTransaction, OutgoingTransaction, ProducerClock
+from .trust import Device, RefusedTransaction
 
-__all__ = ["Conflict", "IncomingTransaction", "OutgoingTransaction", "ProducerClock", "Refusal",
-           "SyncError", "SyncModelMixin"]
+__all__ = ["Conflict", "Device", "IncomingTransaction", "OutgoingTransaction", "ProducerClock",
+           "Refusal", "RefusedTransaction", "SyncError", "SyncModelMixin"]

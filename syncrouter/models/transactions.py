@@ -34,6 +34,11 @@ class TransactionBase(models.Model):
     action = models.CharField(max_length=1, choices=ACTIONS)
     timestamp = models.DateTimeField(help_text="Wall time at capture (informative only).")
     hops = models.TextField(default="[]", help_text="JSON list of the nodes the row has passed.")
+    # db_default: rows written by raw SQL that predates these columns still insert.
+    signature = models.TextField(
+        blank=True, default="", db_default="",
+        help_text="The producer's Ed25519 signature over the identity fields "
+                  "(syncrouter.trust.signing); empty if unsigned.")
     consumed_datetime = models.DateTimeField(null=True, blank=True)
     consumer = models.CharField(max_length=200, blank=True, default="")
     is_consumed_middleman = models.BooleanField(default=False)
@@ -76,6 +81,8 @@ class IncomingTransaction(TransactionBase):
     is_deferred = models.BooleanField(
         default=False, help_text="Waiting for a parent row or an earlier transaction.")
     received_datetime = models.DateTimeField(null=True, blank=True)
+    is_refused = models.BooleanField(
+        default=False, db_default=False, help_text="Refused by a signature check or a write rule (see error).")
 
     objects = ReplayQuerySet.as_manager()
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 import orjson
 
-OUTCOMES = ("inserted", "updated", "deleted", "skipped", "deferred", "conflict", "error")
+OUTCOMES = ("inserted", "updated", "deleted", "skipped", "deferred", "conflict", "error",
+            "refused")
 #: Outcomes after which nothing waits and nothing went wrong (``ReplayMessage.success``).
 SUCCESSES = ("inserted", "updated", "deleted", "skipped")
 

@@ -31,7 +31,7 @@ from django.apps import apps
 from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
-from .. import conf, serialization as ser
+from .. import conf, serialization as ser, trust
 from ..capture.context import replaying
 from ..exceptions import ReplayRefused
 from ..registry import site_sync_models
@@ -227,6 +227,9 @@ class Replayer:
             kind, text = "error", f"corrupt payload: {exc}"
         if kind is None:
             model, kind, text = self._model(row, payload)
+        if kind is None:  # signature, device registry and write rules (syncrouter.trust)
+            text = trust.check(row, payload, model, self.alias) or ""
+            kind = "refused" if text else None
         if kind is None and self.check_hostname and own.is_own(row, self.node):
             kind, text = "skipped", own.SKIPPED
         if kind is None:
@@ -312,7 +315,7 @@ class Replayer:
                 if item is member:
                     item_kind, item_text = kind, text
                 else:
-                    item_kind = kind if kind in ("error", "skipped") else "deferred"
+                    item_kind = kind if kind in ("error", "refused", "skipped") else "deferred"
                     item_text = (f"not applied: its database transaction also holds {member}, "
                                  f"which is {kind}: {text}")
                 if item_kind != "skipped":
@@ -332,7 +335,8 @@ class Replayer:
 
     def _mark(self, row, kind: str, text: str) -> None:
         type(row).objects.using(self.alias).filter(pk=row.pk).update(
-            is_deferred=kind in ("deferred", "held"), is_error=kind == "error", error=text)
+            is_deferred=kind in ("deferred", "held"), is_error=kind in ("error", "refused"),
+            is_refused=kind == "refused", error=text)
 
     def _report(self, item: _Prepared, kind: str, text: str) -> None:
         row, payload = item.row, item.payload

@@ -40,7 +40,7 @@ from django.db import (
 )
 from django.utils import timezone
 
-from .. import conf, serialization as ser
+from .. import conf, serialization as ser, trust
 from ..exceptions import SyncError
 from .refusals import Ledger, Refused, describe
 
@@ -48,7 +48,7 @@ logger = logging.getLogger("syncrouter.transfer")
 
 #: Fields a transaction keeps on every hop.
 IDENTITY_FIELDS = ("id", "tx", "tx_name", "tx_pk", "producer", "hostname", "sequence",
-                   "db_transaction_id", "hlc", "action", "timestamp")
+                   "db_transaction_id", "hlc", "action", "timestamp", "signature")
 
 
 #: A copy of at least this many rows into a PostgreSQL inbox ends with ANALYZE
@@ -476,12 +476,18 @@ class TransferQuerySet(models.QuerySet):
         try:
             for rows in pages:
                 side = using
-                batch = write_batch(Batch(rows, blocked), using, target.name)
+                admitted = trust.screen(rows, using, f"copy from alias {self.db!r}")
+                batch = write_batch(Batch(admitted, blocked), using, target.name)
                 side = self.db
                 touched = batch.done()
                 causes = {cause.id for cause in touched}
+                # Rows the target's device registry refused are on record there
+                # (``RefusedTransaction``): sent, like the rows it took.
+                kept = {row.id for row in admitted} if len(admitted) < len(rows) else None
+                screened_out = [row for row in rows if row.id not in kept] if kept is not None \
+                    else []
                 with transaction.atomic(using=self.db):
-                    self._mark_copied(batch.sendable(), **{flag: True},
+                    self._mark_copied([*batch.sendable(), *screened_out], **{flag: True},
                                       consumed_datetime=timezone.now(), consumer=target.name)
                     ledger.settle([row.id for row in rows if row.id not in causes]
                                   if ledger.outstanding else (), touched)

@@ -74,8 +74,9 @@ from django.db import InterfaceError, OperationalError, connections, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from .. import conf
+from .. import conf, trust
 from ..exceptions import SyncError
+from ..trust import crypto_files
 from .copy import (
     IDENTITY_FIELDS, Batch, CopyInterrupted, CopyResult, keyset_pages, value_problem,
     write_batch,
@@ -175,16 +176,19 @@ def _line(row) -> bytes:
 def export_transactions(
     path: str | os.PathLike, querysets: Iterable, *, batch_size: int | None = None,
     mark: bool = False, progress: Callable[[int], None] | None = None,
+    recipient: str | None = None,
 ) -> Manifest:
     """Write the transactions of ``querysets`` (all on one alias) to the batch file ``path``.
 
     The file is written under a temporary name and renamed when complete, so a
-    crash never leaves a half file under the real name. Returns its manifest;
+    crash never leaves a half file under the real name. It is encrypted to the
+    node ``recipient`` (see ``trust.crypto_files``). Returns its manifest;
     raises ``ExportRefused`` (after writing the file) if some transactions were
     left out.
     """
     querysets = list(querysets)
     alias = querysets[0].db
+    seal = crypto_files.sealer(alias, recipient)
     node = conf.node_for_alias(alias)
     manifest = Manifest(batch_id=str(uuid.uuid4()), node=node.name, role=node.role,
                         created=timezone.now().isoformat())
@@ -197,6 +201,7 @@ def export_transactions(
     digest = hashlib.sha256()
     handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or None)
     os.close(handle)
+    plain = temp  # the archive; ``temp`` becomes its encrypted copy when sealed
     try:
         with zipfile.ZipFile(temp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             with archive.open(CONTENT, "w", force_zip64=True) as content:
@@ -220,17 +225,27 @@ def export_transactions(
                         if progress:
                             progress(manifest.count)
             manifest.sha256 = digest.hexdigest()
-            archive.writestr(MANIFEST, orjson.dumps(manifest.as_dict(),
-                                                    option=orjson.OPT_INDENT_2))
+            body = orjson.dumps(manifest.as_dict(), option=orjson.OPT_INDENT_2)
+            archive.writestr(MANIFEST, body)
+            signature = crypto_files.manifest_signature(alias, body)
+            if signature:
+                archive.writestr(crypto_files.MANIFEST_SIGNATURE, signature)
+        if seal:
+            temp = str(seal(Path(plain)))
         with open(temp, "rb") as written:
             os.fsync(written.fileno())
         os.replace(temp, path)
     except BaseException:
         Path(temp).unlink(missing_ok=True)
+        Path(plain).unlink(missing_ok=True)
         raise
     logger.info("Exported %d transactions from %s to %s.", manifest.count, alias, path)
-    if mark:
-        _mark_exported(path, querysets, manifest, size)
+    try:
+        if mark:
+            _mark_exported(path, querysets, manifest, size, plain if seal else path)
+    finally:
+        if seal:
+            Path(plain).unlink(missing_ok=True)
     causes = sorted(refused.values(), key=lambda cause: (cause.producer, cause.sequence))
     ledger.settle(through, causes)
     if causes:
@@ -250,13 +265,14 @@ def _too_long(length: int, limit: int) -> str | None:
             "(SYNCROUTER_MAX_TRANSACTION_BYTES)")
 
 
-def _mark_exported(path: Path, querysets: list, manifest: Manifest, size: int) -> None:
-    """Mark exactly the rows in the file, read back from it in batches of ids, all
-    or none."""
+def _mark_exported(path: Path, querysets: list, manifest: Manifest, size: int,
+                   archive_path) -> None:
+    """Mark exactly the rows in the file, read back from its plain archive in batches
+    of ids, all or none."""
     now = timezone.now()
     alias = querysets[0].db
     models = {queryset.model for queryset in querysets}
-    with transaction.atomic(using=alias), zipfile.ZipFile(path) as archive, \
+    with transaction.atomic(using=alias), zipfile.ZipFile(archive_path) as archive, \
             archive.open(CONTENT) as content:
         for chunk in _batches(_lines(content, conf.max_transaction_bytes(), str(path)), size):
             ids = [orjson.loads(line)["id"] for _, line in chunk]
@@ -341,19 +357,22 @@ def _directory_size(path) -> tuple[int, int]:
 
 
 def _check_members(path, archive: zipfile.ZipFile) -> None:
-    """The two members, by name, within the size and ratio limits; before reading any."""
+    """The two members (and the manifest's signature, if any), by name, within the size
+    and ratio limits; before reading any."""
     members = archive.infolist()
     names = sorted(info.filename for info in members)
-    if names != sorted((MANIFEST, CONTENT)):
-        raise _refuse(path, f"a batch file holds exactly {MANIFEST} and {CONTENT}, this one "
-                            f"holds {names[:5]}{' ...' if len(names) > 5 else ''}")
+    if names not in (sorted((MANIFEST, CONTENT)),
+                     sorted((MANIFEST, CONTENT, crypto_files.MANIFEST_SIGNATURE))):
+        raise _refuse(path, f"a batch file holds exactly {MANIFEST} and {CONTENT} (and "
+                            f"{crypto_files.MANIFEST_SIGNATURE}), this one holds "
+                            f"{names[:5]}{' ...' if len(names) > 5 else ''}")
     for info in members:
         if info.flag_bits & 0x1:
             raise _refuse(path, f"{info.filename} is encrypted")
         if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
             raise _refuse(path, f"{info.filename} uses compression method "
                                 f"{info.compress_type}; batch files are deflated")
-        if info.filename == MANIFEST and info.file_size > MAX_MANIFEST_BYTES:
+        if info.filename != CONTENT and info.file_size > MAX_MANIFEST_BYTES:
             raise _refuse(path, f"{MANIFEST} declares {info.file_size:,} bytes, more than "
                                 f"the {MAX_MANIFEST_BYTES:,} a manifest may have")
         if info.file_size > RATIO_FROM and info.file_size > MAX_RATIO * info.compress_size:
@@ -380,9 +399,10 @@ def open_archive(path) -> zipfile.ZipFile:
     return archive
 
 
-def read_manifest(path: str | os.PathLike) -> dict:
-    """The manifest of batch file ``path``, checked for shape, format and version."""
-    with open_archive(path) as archive:
+def read_manifest(path: str | os.PathLike, archive_path=None) -> dict:
+    """The manifest of batch file ``path``, checked for shape, format and version; read
+    from ``archive_path`` when that holds its decrypted archive."""
+    with open_archive(archive_path or path) as archive:
         try:
             with archive.open(MANIFEST) as member:
                 manifest = orjson.loads(member.read(MAX_MANIFEST_BYTES + 1))
@@ -473,6 +493,7 @@ _FIELDS: dict[str, Callable] = {
     "id": _uuid, "tx": _text, "tx_name": _name, "tx_pk": _text, "producer": _name,
     "hostname": _text, "sequence": _integer(1), "db_transaction_id": _uuid,
     "hlc": _integer(0), "action": _action, "timestamp": _timestamp, "hops": _hops,
+    "signature": _text,
 }
 
 
@@ -485,6 +506,7 @@ def _incoming(line: bytes, where: str, vendor: str) -> SimpleNamespace:
     if not isinstance(record, dict):
         raise SyncError(f"{where}: malformed transaction (a JSON {type(record).__name__}, "
                         "not an object).")
+    record.setdefault("signature", "")  # files written before signatures existed
     if record.keys() != _FIELDS.keys():
         missing = sorted(_FIELDS.keys() - record.keys())
         problem = (f"KeyError: {missing[0]!r}" if missing else
@@ -540,9 +562,18 @@ def import_transactions(
     Returns ``CopyResult(copied, already_present)``. Memory stays bounded by
     ``batch_size`` and the limits above: the file is streamed and checked as it
     is inserted, and a fault found at any point rolls the whole file back. A
-    lost connection raises ``CopyInterrupted`` (nothing of the file stays).
+    lost connection raises ``CopyInterrupted`` (nothing of the file stays). An
+    encrypted file is decrypted first (``trust.crypto_files``), and rows a
+    device registry refuses are recorded there, not imported (``trust.screen``).
     """
-    manifest = read_manifest(path)
+    with crypto_files.readable(path, using) as archive_path:
+        return _import(path, archive_path, using, batch_size, progress)
+
+
+def _import(path, archive_path: Path, using: str, batch_size: int | None,
+            progress: Callable[[CopyResult], None] | None) -> CopyResult:
+    manifest = read_manifest(path, archive_path)
+    crypto_files.check_manifest(archive_path, path, using, manifest)
     size = batch_size or conf.batch_size()
     hop = conf.node_for_alias(using).name
     vendor = connections[using].vendor
@@ -550,7 +581,7 @@ def import_transactions(
     digest = hashlib.sha256()
     copied = present = 0
     try:
-        with transaction.atomic(using=using), open_archive(path) as archive, \
+        with transaction.atomic(using=using), open_archive(archive_path) as archive, \
                 archive.open(CONTENT) as content:
             lines = _lines(content, conf.max_transaction_bytes(), str(path))
             for chunk in _batches(lines, size):
@@ -562,7 +593,8 @@ def import_transactions(
                     _expected(manifest, found, row, where)
                     numbers.setdefault(row.id, number)
                     rows.append(row)
-                result = _insert(rows, numbers, using, hop, path)
+                result = _insert(trust.screen(rows, using, f"file {path}"), numbers, using,
+                                 hop, path)
                 copied, present = copied + result.copied, present + result.already_present
                 if progress:
                     progress(CopyResult(copied, present))

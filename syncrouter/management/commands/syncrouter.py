@@ -1,4 +1,4 @@
-"""``manage.py syncrouter <push|pull|replay|sync|status|export|import>``.
+"""``manage.py syncrouter <push|pull|replay|sync|status|export|import|keys>``.
 
 Exit codes, for scripts and schedulers:
 
@@ -40,7 +40,7 @@ from ...transfer.files import ExportRefused, export_transactions, import_transac
 
 logger = logging.getLogger("syncrouter.command")
 
-ATTENTION = ("deferred", "conflict", "error")
+ATTENTION = ("deferred", "conflict", "error", "refused")
 DUMMY = "django.db.backends.dummy"  # what Django puts in an empty 'default': {}
 
 
@@ -151,6 +151,32 @@ class Command(BaseCommand):
                                  help="Load batch files into this node's inbox.")
         import_.add_argument("paths", nargs="+")
         import_.add_argument("--target", help="Alias to load into (default: the local alias).")
+        export.add_argument("--to", dest="recipient",
+                            help="Node the file is for: it is encrypted to that node's key "
+                                 "(enrolled with 'keys trust').")
+        keys = sub.add_parser("keys", help="This node's keys and the devices it trusts.")
+        actions = keys.add_subparsers(dest="keys_action", required=True, metavar="action")
+        alias = argparse.ArgumentParser(add_help=False)
+        alias.add_argument("--alias", help="The node's alias (default: the local alias).")
+        init = actions.add_parser("init", parents=[alias], help="Create this node's key pair.")
+        init.add_argument("--replace", action="store_true",
+                          help="Replace an existing key (devices that trust it must re-enrol).")
+        actions.add_parser("show", parents=[alias],
+                           help="Print the public key and fingerprint, for enrolment.")
+        trust = actions.add_parser("trust", parents=[alias],
+                                   help="Enrol a node whose transactions this node accepts.")
+        trust.add_argument("name", help="The node's name (its producer name).")
+        trust.add_argument("public_key", help="Its public key, as 'keys show' prints it.")
+        trust.add_argument("--role", default="client", choices=conf.ROLES)
+        trust.add_argument("--replace", action="store_true",
+                           help="The node has a new key: enrol it instead of the old one.")
+        revoke = actions.add_parser("revoke", parents=[alias],
+                                    help="Refuse a node's transactions from now on.")
+        revoke.add_argument("name")
+        revoke.add_argument("--after", type=int, default=None,
+                            help="Refuse its sequences above this (default: the highest "
+                                 "already received here; those stay valid).")
+        actions.add_parser("list", parents=[alias], help="The enrolled nodes.")
 
     def handle(self, *args, subcommand, **options):
         self.verbosity = options["verbosity"]
@@ -318,6 +344,12 @@ class Command(BaseCommand):
         self.table(("producer", "highest", "total", "to server", "to middleman"),
                    [(p.producer, p.highest, p.total, p.pending_server, p.pending_middleman)
                     for p in status.outbox])
+        if status.refused_here:
+            self.stdout.write("\nrefused here (signature, device registry or write rule; the "
+                              "replay ones are also counted as errors above)")
+            self.table(("producer", "at copy/import", "at replay", "latest reason"),
+                       [(p.producer, p.at_entry, p.at_replay, p.last_reason)
+                        for p in status.refused_here])
         if status.refused:
             self.stdout.write("\nrefused by the next hop (pending here; each copy or export "
                               "tries them again)")
@@ -329,7 +361,8 @@ class Command(BaseCommand):
             return Exit.REFUSED, (f"{len(status.refused)} transactions on {alias!r} were refused "
                                   "by the next hop; see above.")
         if status.needs_attention:
-            return Exit.ATTENTION, f"Some transactions on {alias!r} are deferred or in error."
+            return Exit.ATTENTION, (f"Some transactions on {alias!r} are deferred, in error or "
+                                    "refused.")
         return Exit.OK, ""
 
     def table(self, header: tuple, rows: list[tuple]) -> None:
@@ -350,11 +383,14 @@ class Command(BaseCommand):
         try:
             manifest = export_transactions(options["path"], pending(source),
                                            batch_size=options["batch_size"],
-                                           mark=options["mark"], progress=progress)
+                                           mark=options["mark"], progress=progress,
+                                           recipient=options["recipient"])
         except ExportRefused as exc:
             manifest, code, message = exc.manifest, Exit.REFUSED, str(exc)
         except OSError as exc:
             return Exit.USAGE, f"Cannot write {options['path']}: {exc}"
+        except SyncError as exc:
+            return Exit.USAGE, str(exc)
         finally:
             progress.end()
         self.say(f"{options['path']}: {manifest.count} transactions from "
@@ -384,3 +420,46 @@ class Command(BaseCommand):
             return Exit.REFUSED, (f"{len(refused)} of {len(options['paths'])} files refused "
                                   f"(the reasons are above): {', '.join(refused)}.")
         return Exit.OK, ""
+
+    def do_keys(self, **options):
+        from ...trust import devices, keys
+
+        alias = self.alias(options["alias"], conf.local_alias())
+        action = options["keys_action"]
+        try:
+            if action == "init":
+                created, where = keys.create(alias, replace=options["replace"])
+                if where.startswith("env:"):
+                    self.stdout.write(f"Put this line in the environment variable {where[4:]} "
+                                      "(it is the private key: keep it secret):")
+                    self.stdout.write(created.dumps())
+                else:
+                    self.say(f"Key created in {where} (mode 0600).")
+                self.show(alias, created.public)
+            elif action == "show":
+                self.show(alias, keys.require(alias).public)
+            elif action == "trust":
+                device = devices.trust(alias, options["name"], options["public_key"],
+                                       role=options["role"], replace=options["replace"])
+                self.say(f"Trusted on {alias}: {device}")
+            elif action == "revoke":
+                device = devices.revoke(alias, options["name"], options["after"])
+                self.say(f"Revoked on {alias}: {device.name}: its transactions after "
+                         f"#{device.revoked_after} are refused.")
+            else:
+                self.table(("name", "role", "fingerprint", "revoked after", "enrolled"),
+                           [(d.name, d.role, d.fingerprint[:16],
+                             "-" if d.revoked_after is None else d.revoked_after,
+                             d.created.strftime("%Y-%m-%d %H:%M"))
+                            for d in devices.devices(alias)])
+        except SyncError as exc:
+            return Exit.USAGE, str(exc)
+        return Exit.OK, ""
+
+    def show(self, alias: str, public) -> None:
+        node = conf.node_for_alias(alias)
+        self.stdout.write(f"node:        {node.name} ({node.role})")
+        self.stdout.write(f"public key:  {public.token}")
+        self.stdout.write(f"fingerprint: {public.fingerprint}")
+        self.stdout.write(f"enrol it on a receiving node with:\n  manage.py syncrouter keys "
+                          f"trust {node.name} {public.token} --role {node.role}")
