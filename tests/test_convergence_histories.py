@@ -473,3 +473,23 @@ def test_visits_follow_a_renamed_person_and_a_cascade(nodes):
     _settled(nodes.server)
     assert not Visit.objects.using(nodes.server).exists()
 
+
+
+# Found by the concurrent-replay history: an instance whose row changed since it was loaded.
+
+def test_a_save_after_a_bulk_update_of_the_same_row_carries_what_it_really_changed(nodes):
+    """``QuerySet.update()`` sets hits to 7; an instance loaded before it (hits 0) is saved
+    with a new note: Django writes hits back to 0. The update must say so, or the server
+    keeps 7 while the laptop has 0."""
+    family = Family.objects.using(nodes.client).create(code="F1")
+    stale = Family.objects.using(nodes.client).get()
+    Family.objects.using(nodes.client).filter(pk=family.pk).update(hits=7)
+    stale.note = "seen"
+    stale.save()
+    payload = ser.loads(OutgoingTransaction.objects.using(nodes.client).get(sequence=3).tx)
+    assert payload["before"] == {"hits": 7, "note": ""}
+    _sync(nodes)
+    _settled(nodes.server)
+    row = Family.objects.using(nodes.server).get()
+    assert (row.note, row.hits) == ("seen", 0)
+    assert node_checksums(nodes.server) == node_checksums(nodes.client)
