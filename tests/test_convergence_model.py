@@ -238,7 +238,7 @@ class History(RuleBasedStateMachine):
         return names
 
     def _wrote(self, node: str, row, fields=None):
-        return [lambda: self.writers[self._key(row, f)].add(node)
+        return [lambda f=f: self.writers[self._key(row, f)].add(node)
                 for f in (fields or self._fields(type(row)))]
 
     def _rows(self, alias: str, model) -> list:
@@ -680,6 +680,9 @@ class History(RuleBasedStateMachine):
             if hasattr(mine, "natural_key") and self.deleted_by.get(
                     (self._label(mine), self._identity(mine)), set()) - {laptop}:
                 continue  # another node deleted the row it points to: SET_NULL there
+            if hasattr(mine, "natural_key") and self._waiting(laptop, mine):
+                assert self.hazard, f"{label} {identity}.{field}: its target waits without a cause"
+                continue  # a change of the row it points to (a rename) waits
             if hasattr(mine, "natural_key"):
                 mine = mine.natural_key()
             if hasattr(other, "natural_key"):
@@ -693,6 +696,9 @@ class History(RuleBasedStateMachine):
                 if self.writers[("link", identity, code)] - {laptop, "baseline"}:
                     continue
                 if self.deleted_by.get(("convapp.tag", str(tag.pk)), set()) - {laptop}:
+                    continue
+                if self._waiting(laptop, tag):  # its delete waits (allowed only with a cause)
+                    assert self.hazard, f"tag {code} of {laptop} waits without a cause"
                     continue
                 assert (code in mine_tags) == (code in theirs_tags), (
                     f"link {row.code}-{code}: {laptop} has it {code in mine_tags}, the server "

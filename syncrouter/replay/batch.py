@@ -169,14 +169,22 @@ def _split(batch: _Batch, model, units: list, held: dict) -> tuple[list, list]:
     keys (as a parent, say); so do the keys in ``held`` (producer -> keys its
     earlier rows left unapplied in this run). The row-by-row path then applies
     them in order, or defers them behind the row that holds them (guarantee 5).
+    The batch writes its deletes after its inserts and updates, so a later unit
+    that names a row a fast unit deletes (as a parent) goes the row-by-row way
+    too, and meets that row gone, as it would one unit at a time.
     """
     blocked = {producer: set(held_keys) for producer, held_keys in held.items()}
+    gone: set = set()  # keys of rows fast units delete: the batch deletes them last
     fast, slow = [], []
     for unit in units:
         plans = []
         for item in unit:
             held_back = blocked.get(item.row.producer)
-            if held_back and held_back & keys.touched(item.row, item.payload, model):
+            touched = keys.touched(item.row, item.payload, model) \
+                if held_back or gone else ()
+            if held_back and held_back & touched:
+                break
+            if gone & touched:  # it names a row an earlier unit deletes: it must see it gone
                 break
             try:
                 plan = batch.plan(item)
@@ -189,6 +197,8 @@ def _split(batch: _Batch, model, units: list, held: dict) -> tuple[list, list]:
             batch.seen.update((str(item.payload["pk"]), ser.dumps(item.payload["nk"])))
         if len(plans) == len(unit):
             fast.append((unit, plans))
+            gone.update(key for item in unit if item.row.action == "D"
+                        for key in keys.own(item.row, item.payload))
         else:
             slow.append(unit)
             for item in unit:
