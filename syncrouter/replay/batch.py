@@ -182,9 +182,9 @@ def _split(batch: _Batch, model, units: list, held: dict) -> tuple[list, list]:
             held_back = blocked.get(item.row.producer)
             touched = keys.touched(item.row, item.payload, model) \
                 if held_back or gone else ()
-            if held_back and held_back & touched:
+            if held_back and not held_back.isdisjoint(touched):
                 break
-            if gone & touched:  # it names a row an earlier unit deletes: it must see it gone
+            if not gone.isdisjoint(touched):  # it names a row an earlier unit deletes
                 break
             try:
                 plan = batch.plan(item)
