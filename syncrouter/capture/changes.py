@@ -8,8 +8,9 @@ from django.db import connections, models
 from django.db.models import prefetch_related_objects
 
 from .. import serialization as ser
+from ..exceptions import SyncError
 from ..registry import require_natural_key
-from . import outbox
+from . import generic, outbox
 
 BEFORE = "_syncrouter_before"
 #: Rows per query when capture reads rows (before-states, related rows).
@@ -61,6 +62,41 @@ def read_before(instances: list, using: str) -> None:
                 obj.__dict__[BEFORE] = stored
 
 
+def read_row(instance, using: str) -> dict:
+    """attname -> the value the database holds now for each column of ``instance``'s row,
+    read just after a write whose values the instance does not hold as stored."""
+    model = instance._meta.concrete_model
+    attnames = [f.attname for f in model._meta.concrete_fields]
+    values = model._base_manager.using(using).filter(pk=instance.pk).values_list(*attnames).get()
+    return dict(zip(attnames, values))
+
+
+@lru_cache(maxsize=None)
+def _storable_checks(model: type[models.Model], vendor: str) -> tuple:
+    """The fields of ``model`` that may hold a value ``vendor`` cannot store."""
+    return tuple(f for f in model._meta.concrete_fields
+                 if vendor == "sqlite" and isinstance(f, models.FloatField))
+
+
+def refuse_unstorable(model: type[models.Model], field, value, vendor: str) -> None:
+    """``SyncError`` naming model, field and value if ``vendor`` cannot store ``value``."""
+    reason = ser.refusal(field, value, vendor)
+    if reason is not None:
+        raise SyncError(f"{model._meta.label_lower}.{field.name} = {value!r} cannot be stored "
+                        f"as it is ({reason}); refused before the write, nothing was written.")
+
+
+def check_before_write(instances: list, using: str) -> None:
+    """Refuse, before the write, what could not be stored or travel as it is (``SyncError``
+    naming model, field and value), so that nothing of the write happens."""
+    vendor = connections[using].vendor
+    for obj in instances:
+        model = obj._meta.concrete_model
+        for field in _storable_checks(model, vendor):
+            refuse_unstorable(model, field, getattr(obj, field.attname), vendor)
+        generic.check(obj, using)
+
+
 def _stored(instance, before: dict, update_fields) -> dict:
     """attname -> the value the database holds for each column after this save.
 
@@ -78,7 +114,7 @@ def _stored(instance, before: dict, update_fields) -> dict:
 
 def _as_stored(instance, stored: dict):
     """``instance`` itself if it holds ``stored``, else a copy that does (for natural keys)."""
-    differing = {a: v for a, v in stored.items() if getattr(instance, a) != v}
+    differing = {a: v for a, v in stored.items() if not ser.same(getattr(instance, a), v)}
     return _with_values(instance, differing) if differing else instance
 
 
@@ -91,11 +127,15 @@ def _with_values(instance, attrs: dict):
     return copied
 
 
-def _encode_stored(view, field, value, using: str):
-    """Travelling value of a stored value; a foreign key ``view`` holds uses its cached row."""
-    if field.is_relation and value == getattr(view, field.attname):
-        return ser.encode_field(view, field)
-    return ser.encode_value(field, value, using)
+def _settled(instance, view, using: str) -> tuple:
+    """(view, travelling fields) of the row as stored: from ``view`` if it holds what the
+    database stored, else from the row read back (after an ``F()`` expression, a value
+    the database rounds): one query, only then."""
+    try:
+        return view, ser.row_fields(view, settled=False)
+    except ser.Unsettled:
+        view = _as_stored(instance, read_row(instance, using))
+        return view, ser.row_fields(view)
 
 
 def _head(model, instance) -> dict:
@@ -116,21 +156,22 @@ def record_save(instance, using: str, created: bool, update_fields=None) -> None
     model = _concrete(instance)
     before_row = instance.__dict__.pop(BEFORE, None)
     if created or before_row is None:
-        payload = {**_head(model, instance), "fields": ser.row_fields(instance)}
-        outbox.record(using, model, instance.pk, "I", payload)
+        view, fields = _settled(instance, instance, using)
+        outbox.record(using, model, instance.pk, "I", {**_head(model, view), "fields": fields})
         return
-    stored = _stored(instance, before_row, update_fields)
-    view = _as_stored(instance, stored)
-    payload = {**_head(model, view), "fields": ser.row_fields(view)}
-    before, old_attrs = {}, {}
+    view, fields = _settled(
+        instance, _as_stored(instance, _stored(instance, before_row, update_fields)), using)
+    payload = {**_head(model, view), "fields": fields}
+    changed, old_attrs = [], {}
     for field in ser.synced_fields(model):
         old = before_row[field.attname]
-        if old != stored[field.attname]:
-            before[field.name] = ser.encode_value(field, old, using)
+        if not ser.same(old, getattr(view, field.attname)):
+            changed.append(field)
             old_attrs[field.attname] = old
-    payload["before"] = before
+    old_view = _with_values(view, old_attrs) if old_attrs else view
+    payload["before"] = {field.name: ser.encode_field(old_view, field) for field in changed}
     if old_attrs:
-        old_nk = ser.natural_key_of(_with_values(view, old_attrs))
+        old_nk = ser.natural_key_of(old_view)
         if old_nk != payload["nk"]:
             payload["old_nk"] = old_nk
     outbox.record(using, model, instance.pk, "U", payload)
@@ -142,9 +183,8 @@ def record_delete(instance, using: str) -> None:
     model = _concrete(instance)
     stored = instance.__dict__.pop(BEFORE, None)
     view = instance if stored is None else _as_stored(instance, stored)
-    before = {f.name: _encode_stored(view, f, getattr(view, f.attname), using)
-              for f in ser.synced_fields(model)}
-    outbox.record(using, model, instance.pk, "D", {**_head(model, view), "before": before})
+    outbox.record(using, model, instance.pk, "D",
+                  {**_head(model, view), "before": ser.row_fields(view)})
 
 
 #: How many foreign-key hops ``load_related`` follows; natural keys reach through
@@ -177,10 +217,11 @@ def load_related(instances: list) -> None:
                           if (related := obj._state.fields_cache.get(name)) is not None]
 
 
-def insert_entry(instance) -> tuple:
-    """The outbox entry of a row just inserted by a bulk write (FKs loaded)."""
+def insert_entry(instance, settled: bool = False) -> tuple:
+    """The outbox entry of a row just inserted by a bulk write (FKs loaded); raises
+    ``Unsettled`` unless ``settled`` when the instance does not hold the row as stored."""
     model = _concrete(instance)
-    payload = {**_head(model, instance), "fields": ser.row_fields(instance)}
+    payload = {**_head(model, instance), "fields": ser.row_fields(instance, settled)}
     return model._meta.label_lower, instance.pk, "I", payload
 
 
@@ -190,7 +231,7 @@ def update_entry(before, after) -> tuple:
     model = _concrete(after)
     payload = {**_head(model, after), "fields": ser.row_fields(after),
                "before": {f.name: ser.encode_field(before, f) for f in ser.synced_fields(model)
-                          if getattr(before, f.attname) != getattr(after, f.attname)}}
+                          if not ser.same(getattr(before, f.attname), getattr(after, f.attname))}}
     old_nk = ser.natural_key_of(before)
     if old_nk != payload["nk"]:
         payload["old_nk"] = old_nk

@@ -5,7 +5,9 @@
   an autocommit save would be committed before its outbox row is written
   (guarantee 1). Inside the block, before a save that may update a row, the
   row is read as stored (``changes.read_before``), so the update can carry
-  exactly the fields it changes and their old values (guarantee 6). Deletes
+  exactly the fields it changes and their old values (guarantee 6). Values no
+  database could store or send as they are are refused first
+  (``changes.check_before_write``), so nothing is written. Deletes
   and M2M changes already signal inside Django's atomic block.
 * The queryset paths that send no ``post_save`` (bulk_create, bulk_update,
   update(), Collector deletes) are captured in ``queryset.py``.
@@ -58,6 +60,7 @@ def _may_update(instance, save_kwargs: dict) -> bool:
 
 @contextmanager
 def _captured_save(instance, using: str, may_update: bool):
+    changes.check_before_write([instance], using)  # outside: a refusal breaks no transaction
     with transaction.atomic(using=using, savepoint=False), captured_writes(using):
         if may_update:
             changes.read_before([instance], using)

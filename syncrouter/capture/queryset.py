@@ -30,7 +30,7 @@ from django.db import connections, router, transaction
 from django.db.models import QuerySet
 from django.db.models.deletion import Collector
 
-from .. import conf
+from .. import conf, serialization as ser
 from ..exceptions import SyncError
 from ..registry import site_sync_models
 from . import changes, outbox
@@ -154,8 +154,26 @@ def _bulk_create(original, queryset, using, objs, batch_size=None, ignore_confli
     if written:
         original(queryset, written, batch_size=batch_size)
     changes.load_related(written)
-    outbox.record_entries(using, [changes.insert_entry(obj) for obj in written])
+    outbox.record_entries(using, _insert_entries(model, using, written))
     return objs
+
+
+def _insert_entries(model, using: str, written: list) -> list:
+    """Outbox entries of inserted rows; rows whose objects do not hold what the database
+    stored (an expression, a value it rounds) are read back, one query per chunk."""
+    entries, unsettled = [], []
+    for index, obj in enumerate(written):
+        try:
+            entries.append(changes.insert_entry(obj))
+        except ser.Unsettled:
+            entries.append(None)
+            unsettled.append(index)
+    if unsettled:
+        stored = _fetch(model, using, [written[index].pk for index in unsettled])
+        changes.load_related(list(stored.values()))
+        for index in unsettled:
+            entries[index] = changes.insert_entry(stored[written[index].pk], settled=True)
+    return entries
 
 
 def _bulk_update(original, queryset, using, objs, fields, batch_size=None):
@@ -176,7 +194,22 @@ def _update(original, queryset, using, **kwargs):
     return result
 
 
-def _wrap_queryset_method(original, capture):
+def _checked_objects(queryset, using: str, objs, *args, **kwargs) -> tuple:
+    """bulk_create/bulk_update arguments, the objects listed and checked before the write."""
+    objs = list(objs)
+    changes.check_before_write(objs, using)
+    return (objs, *args), kwargs
+
+
+def _checked_update(queryset, using: str, **kwargs) -> tuple:
+    """update() arguments, each value checked before the write."""
+    model, vendor = queryset.model._meta.concrete_model, connections[using].vendor
+    for name, value in kwargs.items():
+        changes.refuse_unstorable(model, model._meta.get_field(name), value, vendor)
+    return (), kwargs
+
+
+def _wrap_queryset_method(original, capture, check):
     @functools.wraps(original)
     def wrapper(self, *args, **kwargs):
         model = self.model
@@ -187,6 +220,8 @@ def _wrap_queryset_method(original, capture):
                 or not conf.capture_enabled() or not site_sync_models.is_registered(model)):
             with captured_writes(using):
                 return original(self, *args, **kwargs)
+        # Refusals come before the atomic block: they leave the caller's transaction usable.
+        args, kwargs = check(self, using, *args, **kwargs)
         with _capturing(using):
             return capture(original, self, using, *args, **kwargs)
 
@@ -218,14 +253,15 @@ def _wrap_collector_delete(original):
     return wrapper
 
 
-_TARGETS = ((QuerySet, "bulk_create", _bulk_create), (QuerySet, "bulk_update", _bulk_update),
-            (QuerySet, "update", _update))
+_TARGETS = ((QuerySet, "bulk_create", _bulk_create, _checked_objects),
+            (QuerySet, "bulk_update", _bulk_update, _checked_objects),
+            (QuerySet, "update", _update, _checked_update))
 
 
 def install() -> None:
     """Wrap the queryset write methods and ``Collector.delete`` once per process."""
     if hasattr(Collector.delete, "syncrouter_original"):
         return
-    for cls, name, capture in _TARGETS:
-        setattr(cls, name, _wrap_queryset_method(getattr(cls, name), capture))
+    for cls, name, capture, check in _TARGETS:
+        setattr(cls, name, _wrap_queryset_method(getattr(cls, name), capture, check))
     Collector.delete = _wrap_collector_delete(Collector.delete)
