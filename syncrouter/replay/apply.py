@@ -12,7 +12,7 @@ from django.db.models.deletion import Collector, ProtectedError, RestrictedError
 
 from .. import serialization as ser
 from ..signals import post_replay, pre_replay
-from . import conflicts
+from . import conflicts, decode
 from .messages import Outcome
 
 
@@ -57,23 +57,36 @@ def _related(field, key, alias: str):
     return getattr(related, field.target_field.attname)
 
 
-def decode_fields(model, fields: dict, alias: str) -> dict:
-    """attname -> Python value for the payload's fields; FKs resolved on ``alias``."""
+def decode_fields(model, fields: dict, alias: str, row: dict | None = None) -> dict:
+    """attname -> Python value for the payload's fields; FKs and generic object ids
+    resolved on ``alias`` (the latter by the content type in ``row``, the payload's whole
+    row, when ``fields`` is a part of it)."""
+    from ..capture.generic import object_id_fields
+
+    label = model._meta.label_lower
+    generic_keys = object_id_fields(model._meta.concrete_model)
+    vendor = connections[alias].vendor
     values = {}
     for name, value in fields.items():
         field = _field(model, name)
         if field.many_to_many:
-            raise Outcome("error", f"{model._meta.label_lower}.{name} is many-to-many: it "
+            raise Outcome("error", f"{label}.{name} is many-to-many: it "
                                    "travels as an M2M change, not as a field value.")
         if field.is_relation:
             values[field.attname] = None if value is None else _related(field, value, alias)
             continue
+        if field.attname in generic_keys:
+            value = decode.object_id(model, generic_keys[field.attname], value,
+                                     fields if row is None else row, alias)
         try:
             values[field.attname] = ser.decode_value(field, value)
         except (ValidationError, ValueError, TypeError) as exc:
             message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-            raise Outcome("error", f"{model._meta.label_lower}.{name}: bad value {value!r}: "
-                                   f"{message}") from None
+            raise Outcome("error", f"{label}.{name}: bad value {value!r}: {message}") from None
+        reason = ser.refusal(field, values[field.attname], vendor)
+        if reason is not None:
+            raise Outcome("error", f"{label}.{name}: {value!r} cannot be stored on {alias!r} "
+                                   f"({reason}); nothing was written.")
     return values
 
 
@@ -223,7 +236,7 @@ def apply_insert(model, payload: dict, alias: str, tx, existing, gap=None) -> tu
     else:
         base = conflicts.as_unknown_base(
             name for name, attname in attnames.items()
-            if getattr(existing, attname) != values[attname])
+            if not ser.same(getattr(existing, attname), values[attname]))
         if not base:
             return "skipped", "already present with the same values"
     differing = conflicts.mismatches(model, existing, base)
@@ -289,9 +302,11 @@ def apply_update(model, payload: dict, alias: str, tx, existing, gap=None) -> tu
     names = [name for name in names if name not in stale]
     if not names:
         return _superseded(tx, min(stale.values()))
-    values = decode_fields(model, {name: payload["fields"][name] for name in names}, alias)
+    values = decode_fields(model, {name: payload["fields"][name] for name in names}, alias,
+                           payload["fields"])
     attnames = _attnames(model, names)
-    todo = [name for name in names if getattr(existing, attnames[name]) != values[attnames[name]]]
+    todo = [name for name in names
+            if not ser.same(getattr(existing, attnames[name]), values[attnames[name]])]
     if not todo:
         return "skipped", "already so on this node"
     if before is None:

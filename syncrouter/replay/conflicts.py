@@ -71,9 +71,9 @@ def _normal(value):
 def holds(field, value, obj) -> bool:
     """Whether ``obj`` has the travelling ``value`` in ``field`` (foreign keys by natural key)."""
     current = _normal(ser.encode_field(obj, field))
-    if field.is_relation or value is None or current is None:
-        return _normal(value) == current
-    return ser.decode_value(field, value) == field.value_from_object(obj)
+    if field.is_relation or value is None or current is None or type(value) is list:
+        return _normal(value) == current  # lists: natural keys (a generic object id), JSON
+    return ser.same(ser.decode_value(field, value), field.value_from_object(obj))
 
 
 def mismatches(model, existing, before: dict) -> dict:

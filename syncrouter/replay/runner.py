@@ -36,7 +36,7 @@ from ..capture.context import replaying
 from ..exceptions import ReplayRefused
 from ..registry import site_sync_models
 from ..transfer.copy import IDENTITY_FIELDS, TransferQuerySet, keyset_pages
-from . import batch, dberrors, dryrun, keys, own, repairs
+from . import batch, dberrors, decode, dryrun, keys, own, repairs
 from .apply import apply_row
 from .devices import consumer_node
 from .gaps import missing_ranges
@@ -225,6 +225,11 @@ class Replayer:
                 raise ValueError("not a syncrouter payload object")
         except ValueError as exc:
             kind, text = "error", f"corrupt payload: {exc}"
+        if kind is None:
+            try:
+                payload = decode.upgrade(payload)
+            except ValueError as exc:
+                kind, text = "error", str(exc)
         if kind is None:
             model, kind, text = self._model(row, payload)
         if kind is None:  # signature, device registry and write rules (syncrouter.trust)

@@ -35,6 +35,7 @@ from functools import lru_cache
 from django.db import models
 
 from .. import serialization as ser
+from ..capture.generic import object_id_fields
 
 #: Exact field classes whose JSON value, when of the given type, is the Python value.
 _NATIVE = {models.CharField: str, models.TextField: str, models.SlugField: str,
@@ -91,12 +92,24 @@ _POSTGRES_AS_IS = ({cls for cls, kind in _NATIVE.items() if kind is not int}
                    | set(_PARSED) - {models.DateTimeField})
 
 
-def _reader(field):
-    """Payload value (not None, not already the Python value) -> Python value."""
-    general = ser.decode_value
+def _reader(field, vendor: str, generic: bool):
+    """Payload value (not None, not already the Python value) -> Python value.
+
+    Refused (``Unfit``, for the row-by-row path to resolve or report): a generic
+    object id travelling as its target's natural key, a value this database
+    cannot store as it is (NaN on SQLite).
+    """
     parse = _PARSED.get(type(field))
+
+    def general(value):
+        if generic and type(value) is list:
+            raise Unfit(field.name)
+        result = ser.decode_value(field, value)
+        if ser.refusal(field, result, vendor) is not None:
+            raise Unfit(field.name)
+        return result
     if parse is None:
-        return lambda value: general(field, value)
+        return general
 
     def read(value):
         if type(value) is str:
@@ -104,7 +117,7 @@ def _reader(field):
                 return parse(value)
             except ValueError:
                 pass
-        return general(field, value)
+        return general(value)
     return read
 
 
@@ -151,7 +164,9 @@ class Columns:
         self._pk = self.fields.index(model._meta.pk)
         self._index = {f.name: i for i, f in enumerate(self.fields)}
         self._natives = [_NATIVE.get(type(f)) for f in self.fields]
-        self._readers = [None if f.is_relation else _reader(f) for f in self.fields]
+        generic = object_id_fields(model._meta.concrete_model)
+        self._readers = [None if f.is_relation else _reader(f, vendor, f.attname in generic)
+                         for f in self.fields]
         self._nothing = [None] * len(self.fields)
         self._prepared = [(i, _preparer(f)) for i, f in enumerate(self.fields)
                           if _needs_preparing(f, vendor)]
@@ -202,7 +217,7 @@ class Columns:
                 if name in self._index:
                     continue  # an auto_now field
                 raise Unfit(name)
-            if self._value(name, base, parents) != getattr(obj, self.fields[i].attname):
+            if not ser.same(self._value(name, base, parents), getattr(obj, self.fields[i].attname)):
                 return False
         return True
 
