@@ -6,6 +6,8 @@ child, and a model with an integer auto primary key.
 """
 import uuid
 
+from django.contrib.contenttypes.fields import GenericForeignKey
+from django.contrib.contenttypes.models import ContentType
 from django.db import models
 from simple_history.models import HistoricalRecords
 
@@ -271,6 +273,65 @@ class Bed(models.Model):
     natural_key_fields = ("code",)
     objects = NaturalKeyManager()
     history = HistoricalRecords(m2m_fields=["symptoms"])
+
+    def natural_key(self):
+        return (self.code,)
+
+
+class EveryField(SyncModelMixin, models.Model):
+    """A column of each field type Django ships (all nullable), for the test that every
+    value a client stores arrives exactly (tests/test_values_exact.py)."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    code = models.CharField(max_length=20, unique=True)
+    char = models.CharField(max_length=50, null=True)
+    text = models.TextField(null=True)
+    slug = models.SlugField(null=True)
+    email = models.EmailField(null=True)
+    url = models.URLField(null=True)
+    file = models.FileField(null=True)
+    file_path = models.FilePathField(null=True)
+    boolean = models.BooleanField(null=True)
+    integer = models.IntegerField(null=True)
+    big = models.BigIntegerField(null=True)
+    small = models.SmallIntegerField(null=True)
+    positive = models.PositiveIntegerField(null=True)
+    positive_big = models.PositiveBigIntegerField(null=True)
+    positive_small = models.PositiveSmallIntegerField(null=True)
+    float = models.FloatField(null=True)
+    decimal = models.DecimalField(max_digits=9, decimal_places=3, null=True)
+    wide_decimal = models.DecimalField(max_digits=30, decimal_places=10, null=True)
+    date = models.DateField(null=True)
+    datetime = models.DateTimeField(null=True)
+    time = models.TimeField(null=True)
+    duration = models.DurationField(null=True)
+    uuid = models.UUIDField(null=True)
+    json = models.JSONField(null=True)
+    binary = models.BinaryField(null=True)
+    ip = models.GenericIPAddressField(null=True)
+    natural_key_fields = ("code",)
+    objects = NaturalKeyManager()
+
+    def natural_key(self):
+        return (self.code,)
+
+
+class Annotation(SyncModelMixin, models.Model):
+    """Two generic foreign keys: an integer object id (Django's usual one) and a text one,
+    which may name a row with an auto-increment key (travels by its natural key) or a UUID."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4)
+    code = models.CharField(max_length=20, unique=True)
+    content_type = models.ForeignKey(ContentType, on_delete=models.PROTECT, null=True,
+                                     related_name="+")
+    object_id = models.PositiveIntegerField(null=True)
+    subject = GenericForeignKey("content_type", "object_id")
+    other_type = models.ForeignKey(ContentType, on_delete=models.PROTECT, null=True,
+                                   related_name="+")
+    other_id = models.CharField(max_length=64, null=True)
+    other = GenericForeignKey("other_type", "other_id")
+    natural_key_fields = ("code",)
+    objects = NaturalKeyManager()
 
     def natural_key(self):
         return (self.code,)
