@@ -217,7 +217,8 @@ class Columns:
                 if name in self._index:
                     continue  # an auto_now field
                 raise Unfit(name)
-            if not ser.same(self._value(name, base, parents), getattr(obj, self.fields[i].attname)):
+            current = getattr(obj, self.fields[i].attname)
+            if not ser.same(self._value(name, base, parents), current):
                 return False
         return True
 
