@@ -276,7 +276,7 @@ def _encode(instance, field, encode, generic_key, settled: bool, vendor: str):
     if generic_key is not None and value is not None:
         from .capture import generic
 
-        return generic.encode_object_id(instance, generic_key, value)
+        return generic.encode_object_id(instance, generic_key, value, strict=not settled)
     return value
 
 

@@ -237,6 +237,15 @@ def test_a_generic_key_to_an_auto_key_row_arrives_naming_the_same_row(nodes):
     assert [m.outcome for m in synced(nodes)] == ["deleted"]
 
 
+def test_a_row_whose_generic_target_is_gone_can_still_be_deleted(nodes):
+    clinic = _clinics(nodes)[0]
+    note = Annotation.objects.using(nodes.client).create(code="A1", subject=clinic)
+    synced(nodes)
+    Clinic.objects.using(nodes.client).filter(pk=clinic.pk).delete()
+    Annotation.objects.using(nodes.client).get(pk=note.pk).delete()
+    assert not Annotation.objects.using(nodes.client).exists()
+
+
 def test_a_generic_key_waits_for_its_target(nodes):
     clinic = _clinics(nodes)[0]
     Annotation.objects.using(nodes.client).create(code="A1", subject=clinic)

@@ -45,9 +45,11 @@ def _target_model(instance, gfk, using: str):
     return ContentType.objects.db_manager(using).get_for_id(ct_id).model_class()
 
 
-def encode_object_id(instance, gfk, value, using: str | None = None):
+def encode_object_id(instance, gfk, value, using: str | None = None, strict: bool = True):
     """The travelling object id: ``value`` itself, or the natural key of the row it names
-    when that row's model has an auto-increment key (``SyncError`` if there is none)."""
+    when that row's model has an auto-increment key. ``SyncError`` if the target has no
+    natural key, or, if ``strict`` (a value about to be written), does not exist; a row
+    as stored (a delete's before-state) keeps a dangling id, so its delete is not refused."""
     using = using or instance._state.db
     model = _target_model(instance, gfk, using)
     if model is None or ser.pk_travels(model):
@@ -58,6 +60,8 @@ def encode_object_id(instance, gfk, value, using: str | None = None):
     if target is None or target._meta.concrete_model is not model._meta.concrete_model \
             or target.pk != pk:
         target = model._base_manager.using(using).filter(pk=pk).first()
+        if target is None and not strict:
+            return value
         if target is None:
             raise SyncError(
                 f"{label} points to {model._meta.label_lower} {value!r}, which does not exist "
