@@ -49,11 +49,6 @@ _UTC = datetime.timezone.utc
 
 
 def _default(value):
-    if isinstance(value, datetime.datetime):
-        # orjson cuts an offset of seconds to minutes; UTC keeps the instant.
-        return (value if value.tzinfo is None else value.astimezone(_UTC)).isoformat()
-    if isinstance(value, (datetime.date, datetime.time)):
-        return value.isoformat()
     if isinstance(value, decimal.Decimal):
         return str(value)
     if isinstance(value, datetime.timedelta):
@@ -65,11 +60,14 @@ def _default(value):
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
-_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME
-
-
 def dumps(payload: dict) -> str:
-    return orjson.dumps(payload, default=_default, option=_OPTIONS).decode()
+    return orjson.dumps(payload, default=_default, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
+def in_utc(value: datetime.datetime) -> datetime.datetime:
+    """An aware datetime in UTC: orjson cuts an offset of seconds (local mean time, as
+    Africa/Monrovia kept until 1972) to minutes, which moves the instant."""
+    return value.astimezone(_UTC) if value.tzinfo is not None and value.utcoffset() else value
 
 
 def loads(text: str) -> dict:
@@ -104,7 +102,10 @@ def natural_key_of(instance: models.Model) -> list:
                 f"{instance._meta.label_lower} has no natural_key() method; it is needed to "
                 "find the row on another node.") from None
         raise
-    return list(key) if isinstance(key, tuple) else key
+    key = list(key) if isinstance(key, tuple) else key
+    if type(key) is list and any(type(item) is datetime.datetime for item in key):
+        key = [in_utc(item) if type(item) is datetime.datetime else item for item in key]
+    return key
 
 
 def synced_fields(model: type[models.Model]):
@@ -164,9 +165,9 @@ def _decimal(field):
 
 def _datetime(value, settled: bool, vendor: str):
     if type(value) is datetime.datetime and (value.tzinfo is not None or not settings.USE_TZ):
-        return value  # ``dumps`` writes an aware one in UTC
+        return in_utc(value)
     if value is None or settled:
-        return value
+        return in_utc(value) if isinstance(value, datetime.datetime) else value
     raise Unsettled  # naive under USE_TZ (the database holds it in UTC), text, a date
 
 
@@ -240,13 +241,18 @@ def _encoder(field):
 
 @lru_cache(maxsize=None)
 def _encoders(model: type[models.Model]) -> dict:
-    """name -> (field, encode or None for a relation, its generic foreign key or None),
-    for each synced field of a concrete model."""
+    """name -> (field, encode or None for a relation, its generic foreign key or None,
+    whether a value of a ``_PLAIN`` type travels as it is), per synced field of a concrete
+    model."""
     from .capture import generic
 
     keys = generic.object_id_fields(model)
-    return {field.name: (field, None if field.is_relation else _encoder(field),
-                         keys.get(field.attname)) for field in synced_fields(model)}
+    entries = {}
+    for field in synced_fields(model):
+        encode = None if field.is_relation else _encoder(field)
+        key = keys.get(field.attname)
+        entries[field.name] = (field, encode, key, encode is _plain and key is None)
+    return entries
 
 
 def _vendor(instance) -> str:
@@ -287,16 +293,23 @@ def encode_field(instance: models.Model, field, settled: bool = True) -> object:
     if entry is None:  # a field that does not travel (a local primary key, an MTI link)
         return _related_key(instance, field, settled) if field.is_relation else \
             field.value_from_object(instance)
-    return _encode(instance, *entry, settled, _vendor(instance))
+    return _encode(instance, *entry[:3], settled, _vendor(instance))
 
 
 def row_fields(instance: models.Model, settled: bool = True) -> dict:
     """name -> travelling value of every synced field of ``instance``, which holds what
     its database stores (``settled``), or may not: then ``Unsettled`` if it does not."""
     vendor = _vendor(instance)
-    return {name: _encode(instance, field, encode, generic_key, settled, vendor)
-            for name, (field, encode, generic_key)
-            in _encoders(instance._meta.concrete_model).items()}
+    row = {}
+    for name, (field, encode, generic_key, plain) in \
+            _encoders(instance._meta.concrete_model).items():
+        if plain:  # most fields: no call at all for a value of a plain type
+            value = getattr(instance, field.attname)
+            if type(value) in _PLAIN:
+                row[name] = value
+                continue
+        row[name] = _encode(instance, field, encode, generic_key, settled, vendor)
+    return row
 
 
 def refusal(field, value, vendor: str) -> str | None:
