@@ -77,13 +77,20 @@ def setup_django(engine: str, directory: str) -> None:
 
 def run(args: argparse.Namespace) -> bool:
     """Run the suites; True if every row was measured and every count checked out."""
-    from . import databases, report, suites, trust
+    from . import concurrent, databases, report, suites, trust
 
     databases.create()
     try:
         env = report.environment(args.engine, databases.versions())
         print(report.environment_line(env), flush=True)
-        plan = {"capture": lambda: suites.capture(args.n, args.repeat),
+
+        def capture() -> list:
+            rows = suites.capture(args.n, args.repeat)
+            if args.engine == "postgres":  # SQLite runs one writer at a time anyway
+                rows += concurrent.concurrent_writers(args.n, args.repeat)
+            return rows
+
+        plan = {"capture": capture,
                 "copy_replay": lambda: suites.copy_and_replay(args.n, args.repeat),
                 "scale": lambda: suites.scale(args.sizes, args.scale_repeat,
                                               args.scale_oldtools_up_to),

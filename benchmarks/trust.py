@@ -1,6 +1,7 @@
 """The cost of trust: signing at capture, verification at copy and replay.
 
-Each row times the same work twice in one process, trust on (``syncrouter``) and off
+The capture rows time the seal as well, where PostgreSQL producers sign. Each row
+times the same work twice in one process, trust on (``syncrouter``) and off
 (``baseline``), alternating which goes first, so ``ratio`` is the rate kept with trust
 on: 0.95 means signing or verifying took 5 % of the rate. The issue's budgets: signing
 at most 10 % of ``save()``'s capture rate, verification at most 15 % of replay's.
@@ -10,6 +11,7 @@ from __future__ import annotations
 from django.test import override_settings
 
 from syncrouter import conf
+from syncrouter.capture.seal import seal
 from syncrouter.trust import devices, keys
 
 from . import workload as wl
@@ -27,13 +29,19 @@ def _enrolled() -> None:
 
 
 def _capture(n: int, rows: list, signed: bool, bulk: bool) -> float:
+    """Seconds to capture ``rows`` and seal them: on PostgreSQL the seal signs them."""
     fresh([CLIENT, SERVER], n)
     _enrolled()
     with override_settings(SYNCROUTER_SIGN=signed):
         visits = wl.loaded_visits(Visit, CLIENT)
         if bulk:
-            return timed(wl.bulk_create, Crf, CLIENT, visits, rows)[0]
-        return timed(wl.save_each, Crf, CLIENT, visits, rows, True)[0]
+            return timed(_sealed, wl.bulk_create, Crf, CLIENT, visits, rows)[0]
+        return timed(_sealed, wl.save_each, Crf, CLIENT, visits, rows, True)[0]
+
+
+def _sealed(write, *args) -> None:
+    write(*args)
+    seal(CLIENT)
 
 
 def _verified(function, on: bool):

@@ -24,7 +24,7 @@ COMMON_ROWS = {
     "trust.capture.sign", "trust.capture.sign.bulk_create", "trust.copy.verify",
     "trust.replay.verify", "trust.replay.verify.bulk_create",
 }
-ROWS = {"sqlite": COMMON_ROWS, "postgres": COMMON_ROWS | {"copy.vs_copy"}}
+ROWS = {"sqlite": COMMON_ROWS, "postgres": COMMON_ROWS | {"copy.vs_copy", "capture.concurrent"}}
 
 pytestmark = pytest.mark.django_db(databases=[])  # the subprocess owns its databases
 

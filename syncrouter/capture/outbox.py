@@ -2,12 +2,18 @@
 
 ``record`` is the hot path of every captured ``save()``. It writes with plain SQL on
 the write's own connection instead of a second ORM ``create()``, which measured about
-1.4x faster per captured save (DESIGN.md §7), and it runs inside the atomic block
-of the data write, so both commit or neither does.
+1.4x faster per captured save, and it runs inside the atomic block of the data
+write, so both commit or neither does.
 
-``record_many`` is the bulk path: N rows take one clock UPDATE that reserves N
-sequence numbers and clock ticks, and batched INSERTs. Inside ``batch(using)``
+``record_many`` is the bulk path: N rows in batched INSERTs. Inside ``batch(using)``
 (a Collector delete) ``record`` defers its row to one ``record_many`` at the end.
+
+Where the rows get their sequence depends on the database. SQLite runs one writer at
+a time, so capture numbers the rows itself: one clock UPDATE reserves N sequence
+numbers and clock ticks, in the writer's transaction. On PostgreSQL that UPDATE
+would make every writer wait on one row until commit (and deadlock writers that
+plain Django runs side by side); there the rows go in unsealed and ``seal`` numbers
+them after commit (see ``capture/seal.py``).
 """
 from __future__ import annotations
 
@@ -46,6 +52,23 @@ def current_db_transaction_id(connection) -> uuid.UUID:
     return current[1]
 
 
+def open_db_transaction_id(connection) -> uuid.UUID | None:
+    """The id of the database transaction still open on ``connection`` that has captured
+    writes, or None (test cases' own atomic blocks do not count, as above)."""
+    current = getattr(connection, _TXID, None)
+    if current is None or current[0] is None:
+        return None
+    return current[1] if any(block is current[0] for block in connection.atomic_blocks) else None
+
+
+def seals_at_capture(connection) -> bool:
+    """Whether capture numbers rows itself (one writer at a time) or leaves it to ``seal``."""
+    return connection.vendor != "postgresql"
+
+
+#: The PostgreSQL sequence behind ``write_order`` (created by migration 0005).
+WRITE_ORDER = "syncrouter_outbox_write_order"
+
 _STATEMENTS: dict[str, dict] = {}
 _COLUMNS = ("id", "tx", "tx_name", "tx_pk", "producer", "hostname", "sequence",
             "db_transaction_id", "hlc", "action", "timestamp", "hops", "consumer",
@@ -70,12 +93,16 @@ def _build_statements(vendor: str, quote) -> dict:
             "last_hlc = CASE WHEN last_hlc >= %s THEN last_hlc + %s ELSE %s END "
             "WHERE producer = %s")
     returning = vendor in ("postgresql", "sqlite")
+    columns, values = list(_COLUMNS), ["%s"] * len(_COLUMNS)
+    if vendor == "postgresql":  # unsealed: the sequence stays NULL, the seal numbers it
+        columns.append("write_order")
+        values.append(f"nextval('{WRITE_ORDER}')")
     return {
         "tick": tick + (" RETURNING last_sequence, last_hlc" if returning else ""),
         "read": None if returning else
         f"SELECT last_sequence, last_hlc FROM {clock} WHERE producer = %s",
-        "insert": f"INSERT INTO {out} ({', '.join(quote(c) for c in _COLUMNS)}) VALUES ",
-        "row": f"({', '.join(['%s'] * len(_COLUMNS))})",
+        "insert": f"INSERT INTO {out} ({', '.join(quote(c) for c in columns)}) VALUES ",
+        "row": f"({', '.join(values)})",
         "width": len(_COLUMNS),
     }
 
@@ -140,15 +167,24 @@ def record_entries(using: str, entries: list[tuple[str, object, str, dict]]) -> 
 def record_many(using: str, entries: list[tuple[str, object, str, dict]]) -> None:
     """Write outgoing rows for (model label, instance pk, action, payload) entries, in order.
 
-    One clock UPDATE reserves ``len(entries)`` consecutive sequence numbers and
-    clock ticks; the rows go in multi-row INSERTs (SQLite: as many rows per
-    statement as its parameter limit allows) or one pipelined executemany (PostgreSQL).
+    Sealing at capture, one clock UPDATE reserves ``len(entries)`` consecutive
+    sequence numbers and clock ticks, and the rows are signed here; otherwise they
+    go in unsealed, with the clock's physical time, marked for the seal to sign
+    (``trust.signature_at_capture``). The rows go in multi-row
+    INSERTs (SQLite: as many rows per statement as its parameter limit allows) or
+    one pipelined executemany (PostgreSQL).
     """
     if not entries:
         return
     connection = connections[using]
     node = conf.node_for_alias(using)
-    last_sequence, last_hlc = next_sequence(connection, node.name, len(entries))
+    sealed = seals_at_capture(connection)
+    if sealed:
+        last_sequence, last_hlc = next_sequence(connection, node.name, len(entries))
+        signature = ""
+    else:
+        last_sequence, last_hlc = None, hlc_now() + len(entries) - 1
+        signature = trust.signature_at_capture(using)
     first = len(entries) - 1
     db_txid = current_db_transaction_id(connection)
     as_text = connection.vendor != "postgresql"
@@ -160,10 +196,11 @@ def record_many(using: str, entries: list[tuple[str, object, str, dict]]) -> Non
     for offset, (label, instance_pk, action, payload) in enumerate(entries):
         txid = uuid.uuid4()
         rows.append([txid.hex if as_text else txid, ser.dumps(payload), label, str(instance_pk),
-                     node.name, host, last_sequence - first + offset, db_txid,
-                     last_hlc - first + offset, action, now, hops,
-                     "", False, False, False, False, "", "", ""])
-    trust.sign_outbox_rows(using, rows, _COLUMNS)  # where the final sequence and clock are set
+                     node.name, host, last_sequence - first + offset if sealed else None,
+                     db_txid, last_hlc - first + offset, action, now, hops,
+                     "", False, False, False, False, "", "", signature])
+    if sealed:
+        trust.sign_outbox_rows(using, rows, _COLUMNS)  # where the final sequence and clock are set
     sql = _statements(connection)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql" and len(rows) > 1:

@@ -10,7 +10,7 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
-from ..transfer.copy import TransferQuerySet
+from ..transfer.copy import OutboxQuerySet, TransferQuerySet
 from ..replay.runner import ReplayQuerySet
 
 ACTIONS = (("I", "insert"), ("U", "update"), ("D", "delete"))
@@ -59,7 +59,22 @@ class TransactionBase(models.Model):
 
 
 class OutgoingTransaction(TransactionBase):
-    """A change captured on this node, waiting to be copied to the next hop."""
+    """A change captured on this node, waiting to be copied to the next hop.
+
+    On PostgreSQL capture writes the row *unsealed* (``sequence`` NULL, a
+    ``write_order``), and ``capture.seal`` numbers it once its database transaction
+    has committed; reads through ``objects`` seal first (see ``OutboxQuerySet``).
+    """
+
+    sequence = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="Gapless per-producer sequence number, from 1; empty until sealed.")
+    write_order = models.BigIntegerField(
+        null=True, blank=True,
+        help_text="Where the write fell among all captured writes (PostgreSQL sequence); "
+                  "orders unsealed rows for the seal.")
+
+    objects = OutboxQuerySet.as_manager()
 
     class Meta(TransactionBase.Meta):
         constraints = [
@@ -67,6 +82,8 @@ class OutgoingTransaction(TransactionBase):
                                     name="syncrouter_out_producer_seq"),
         ]
         indexes = [
+            models.Index(fields=("producer", "write_order"), condition=Q(sequence__isnull=True),
+                         name="syncrouter_out_unsealed"),
             models.Index(fields=("producer", "sequence"), condition=Q(is_consumed_server=False),
                          name="syncrouter_out_pending_srv"),
             models.Index(fields=("producer", "sequence"), condition=Q(is_consumed_middleman=False),
@@ -105,8 +122,10 @@ class IncomingTransaction(TransactionBase):
 class ProducerClock(models.Model):
     """Per-producer counter behind the gapless ``sequence`` and the hybrid logical clock.
 
-    The capture path increments it in the same database transaction as the data
-    write, so a rollback gives the number back and no gap can appear.
+    Whoever numbers outbox rows increments it in the transaction that numbers them,
+    so a rollback gives the numbers back and no gap can appear: on SQLite the
+    capture path, in the data write's own transaction; on PostgreSQL the seal
+    (``capture.seal``), so that no user's write waits on this row.
     """
 
     producer = models.CharField(max_length=200, unique=True)

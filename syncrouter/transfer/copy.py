@@ -41,6 +41,7 @@ from django.db import (
 from django.utils import timezone
 
 from .. import conf, serialization as ser, trust
+from ..capture.seal import seal
 from ..exceptions import SyncError
 from .refusals import Ledger, Refused, describe
 
@@ -100,8 +101,11 @@ def keyset_pages(queryset, size: int, *, whole_groups: bool = False) -> Iterator
     past ``size`` to the end of the group of its ``size``-th row, so a group
     larger than ``size`` makes one page. Rows the queryset leaves out do not
     matter: the group is cut nowhere within what the queryset returns.
+
+    Only rows that can travel are paged: of the outbox, the sealed ones
+    (``OutboxQuerySet.transferable``).
     """
-    pages = _pages(queryset.order_by("producer", "sequence"), size)
+    pages = _pages(queryset.transferable().order_by("producer", "sequence"), size)
     return _whole_groups(pages, size) if whole_groups else pages
 
 
@@ -523,7 +527,65 @@ class TransferQuerySet(models.QuerySet):
             raise CopyRefused(message, result, causes)
         return result
 
+    def transferable(self) -> "TransferQuerySet":
+        """These rows as far as they can travel now (all of them: see ``OutboxQuerySet``)."""
+        return self
+
     def _mark_copied(self, rows, **values) -> None:
         """Set ``values`` on the source rows of one batch (inside the caller's transaction)."""
         for ids in _id_chunks(rows, self.db):
-            self.model.objects.using(self.db).filter(id__in=ids).update(**values)
+            # The base manager: these rows are sealed, no need to seal again for each batch.
+            self.model._base_manager.using(self.db).filter(id__in=ids).update(**values)
+
+
+class OutboxQuerySet(TransferQuerySet):
+    """``OutgoingTransaction.objects``: every read or update seals the alias's outbox first.
+
+    So whoever goes through the ORM (copy, export, ``status``, the admin, a script)
+    finds every committed row numbered; only rows of a transaction still open on
+    the same connection may show ``sequence`` None (see ``capture.seal``). On
+    SQLite, where capture numbers rows itself, the seal finds nothing: one query.
+    """
+
+    _sealed = False  # set on querysets made by ``transferable``: sealed once is enough
+
+    def _clone(self):
+        clone = super()._clone()
+        clone._sealed = self._sealed
+        return clone
+
+    def _seal(self) -> None:
+        if not self._sealed and self._result_cache is None:
+            seal(self.db)
+
+    def transferable(self) -> "OutboxQuerySet":
+        """Seal now; then these rows less the unsealed ones (of transactions still open
+        on this connection, or committed since), read without sealing again."""
+        seal(self.db)
+        clone = self.filter(sequence__isnull=False)
+        clone._sealed = True
+        return clone
+
+    def _fetch_all(self):
+        self._seal()
+        super()._fetch_all()
+
+    def iterator(self, *args, **kwargs):
+        self._seal()
+        return super().iterator(*args, **kwargs)
+
+    def count(self) -> int:
+        self._seal()
+        return super().count()
+
+    def exists(self) -> bool:
+        self._seal()
+        return super().exists()
+
+    def aggregate(self, *args, **kwargs) -> dict:
+        self._seal()
+        return super().aggregate(*args, **kwargs)
+
+    def update(self, **kwargs) -> int:
+        self._seal()
+        return super().update(**kwargs)

@@ -2,7 +2,8 @@
 
 The pipeline calls into this package at four places, each one line:
 
-* capture (``capture.outbox.record_many``, later the seal step): ``sign_outbox_rows``;
+* capture (``capture.outbox.record_many`` on SQLite, ``capture.seal`` on PostgreSQL):
+  ``sign_outbox_rows``; where the seal signs, capture writes ``signature_at_capture``;
 * copy and import, before a batch is written (``transfer.copy._copy_batch``): ``screen``;
 * replay, for each row (``replay.runner``): ``check``, whose refusal is the outcome
   ``refused``;
@@ -16,22 +17,46 @@ from .. import conf
 from . import keys, signing
 from .verify import check, screen
 
-__all__ = ["check", "screen", "sign_outbox_rows"]
+__all__ = ["SIGN_AT_SEAL", "check", "screen", "sign_outbox_rows", "signature_at_capture",
+           "signing_required"]
+
+#: The ``signature`` capture writes on an unsealed outbox row that the seal must sign.
+SIGN_AT_SEAL = "sign-at-seal"
 
 
-def sign_outbox_rows(using: str, rows: Sequence[list], columns: Sequence[str]) -> None:
+def signing_required() -> bool:
+    """Whether this node signs what it captures (``SYNCROUTER_SIGN``)."""
+    return bool(conf.get("SYNCROUTER_SIGN"))
+
+
+def signature_at_capture(using: str) -> str:
+    """The ``signature`` to write on a row the seal numbers later: ``SIGN_AT_SEAL`` when the
+    node signs, else empty. Whether a row is signed is decided at capture, like it is
+    where capture signs; and a node that must sign but has no key (``SyncError``) is
+    refused now, before the user's write commits, not when its rows are sealed.
+    """
+    if not signing_required():
+        return ""
+    keys.require(using)
+    return SIGN_AT_SEAL
+
+
+def sign_outbox_rows(using: str, rows: Sequence[list], columns: Sequence[str], *,
+                     required: bool | None = None) -> None:
     """Fill the ``signature`` column of outbox ``rows`` (lists of values in ``columns``
-    order) with the signatures of the node behind ``using``, in place.
+    order, one producer) with the signatures of that producer, the node behind ``using``
+    (or the name it captured them under: ``keys.key_source``), in place.
 
     Call it where the rows' final sequence and clock are set. Does nothing when
-    ``SYNCROUTER_SIGN`` is off; raises ``SyncError`` when the node has no key.
+    ``required`` is false (by default: when ``SYNCROUTER_SIGN`` is off); raises
+    ``SyncError`` when the node has no key.
     """
-    if not rows or not conf.get("SYNCROUTER_SIGN"):
+    if not rows or not (signing_required() if required is None else required):
         return
-    node_keys = keys.require(using)
     position = {name: index for index, name in enumerate(columns)}
     values = [{name: row[position[name]] for name in signing.SIGNED_FIELDS} for row in rows]
     column = position["signature"]
     producer = values[0]["producer"]
+    node_keys = keys.require(using, producer)
     for row, signature in zip(rows, signing.sign_rows(node_keys, producer, values)):
         row[column] = signature

@@ -126,17 +126,22 @@ class NodeKeys:
                 from None
 
 
-def key_source(alias: str) -> str:
-    """Where the private key of the node behind ``alias`` is read: a path or ``env:NAME``."""
+def key_source(alias: str, name: str | None = None) -> str:
+    """Where the private key of the node behind ``alias`` is read: a path or ``env:NAME``.
+
+    With ``name``, the key of the node of that name instead: rows captured under a
+    name the alias no longer has are signed with that name's key when sealed later.
+    """
+    node_name = conf.node_for_alias(alias).name
     declared = conf.get("SYNCROUTER_NODES").get(alias, {}).get("key")
-    if declared:
+    if declared and name in (None, node_name):
         return str(declared)
     directory = conf.get("SYNCROUTER_KEY_DIR") or Path.home() / ".syncrouter" / "keys"
-    return str(Path(directory) / f"{conf.node_for_alias(alias).name}.key")
+    return str(Path(directory) / f"{name or node_name}.key")
 
 
 _loaded: dict[str, NodeKeys | None] = {}  # by source
-_by_alias: dict[str, NodeKeys] = {}  # the capture path's shortcut past key_source()
+_by_alias: dict[tuple, NodeKeys] = {}  # the capture path's shortcut past key_source()
 
 
 def _forget(**kwargs) -> None:
@@ -153,7 +158,10 @@ def load(alias: str) -> NodeKeys | None:
     Read once per process and source. Raises ``SyncError`` for a key file that
     others may read or that does not hold a key.
     """
-    source = key_source(alias)
+    return _load(key_source(alias))
+
+
+def _load(source: str) -> NodeKeys | None:
     if source not in _loaded:
         _loaded[source] = _read(source)
     return _loaded[source]
@@ -174,20 +182,21 @@ def _read(source: str) -> NodeKeys | None:
     return NodeKeys.loads(Path(source).read_text(encoding="ascii"), source)
 
 
-def require(alias: str) -> NodeKeys:
-    """``load(alias)``, or ``SyncError`` telling how to create the keys."""
-    keys = _by_alias.get(alias)
+def require(alias: str, name: str | None = None) -> NodeKeys:
+    """``load(alias)`` (the key of node ``name``: see ``key_source``), or ``SyncError``
+    telling how to create the keys."""
+    keys = _by_alias.get((alias, name))
     if keys is not None:
         return keys
-    keys = load(alias)
+    source = key_source(alias, name)
+    keys = _load(source)
     if keys is None:
-        node = conf.node_for_alias(alias)
         raise SyncError(
-            f"Node {node.name!r} (alias {alias!r}) has no key at {key_source(alias)}: it "
-            "cannot sign what it captures. Create one with 'manage.py syncrouter keys init "
-            f"--alias {alias}' (or set SYNCROUTER_SIGN = False, and let the receivers "
-            "accept unsigned transactions: see the README's security model).")
-    _by_alias[alias] = keys
+            f"Node {name or conf.node_for_alias(alias).name!r} (alias {alias!r}) has no key "
+            f"at {source}: it cannot sign what it captures. Create one with 'manage.py "
+            f"syncrouter keys init --alias {alias}' (or set SYNCROUTER_SIGN = False, and let "
+            "the receivers accept unsigned transactions: see the README's security model).")
+    _by_alias[alias, name] = keys
     return keys
 
 
@@ -214,5 +223,6 @@ def create(alias: str, replace: bool = False) -> tuple[NodeKeys, str]:
             os.fsync(out.fileno())
         os.replace(temp, path)
     _loaded[source] = keys
-    _by_alias.pop(alias, None)
+    for cached in [key for key in _by_alias if key[0] == alias]:
+        del _by_alias[cached]
     return keys, source
