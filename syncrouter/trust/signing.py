@@ -71,7 +71,7 @@ def _canonical_b64(raw: bytes, text: str) -> bool:
     return not partial or b64(raw[-partial:]) == text[-(partial + 1):]
 
 
-def _uuid_bytes(value) -> bytes:
+def uuid_bytes(value) -> bytes:
     if isinstance(value, uuid.UUID):
         return value.bytes
     return uuid.UUID(str(value)).bytes
@@ -87,7 +87,7 @@ def canonical(values: Mapping) -> bytes:
     for name in SIGNED_FIELDS:
         value = values[name]
         if name in _UUIDS:
-            data = _uuid_bytes(value)
+            data = uuid_bytes(value)
         elif name in _INTEGERS:
             data = str(int(value)).encode("ascii")
         else:
