@@ -2,7 +2,8 @@
 
 The pipeline calls into this package at four places, each one line:
 
-* capture (``capture.outbox.record_many``, later the seal step): ``sign_outbox_rows``;
+* capture (``capture.outbox.record_many``, later the seal step): ``sign_outbox_rows``,
+  then ``protect_outbox_rows`` (at-rest encryption of the payload, ``atrest``);
 * copy and import, before a batch is written (``transfer.copy._copy_batch``): ``screen``;
 * replay, for each row (``replay.runner``): ``check``, whose refusal is the outcome
   ``refused``;
@@ -13,10 +14,10 @@ from __future__ import annotations
 from typing import Sequence
 
 from .. import conf
-from . import keys, signing
+from . import atrest, keys, signing
 from .verify import check, screen
 
-__all__ = ["check", "screen", "sign_outbox_rows"]
+__all__ = ["check", "protect_outbox_rows", "screen", "sign_outbox_rows"]
 
 
 def sign_outbox_rows(using: str, rows: Sequence[list], columns: Sequence[str]) -> None:
@@ -35,3 +36,14 @@ def sign_outbox_rows(using: str, rows: Sequence[list], columns: Sequence[str]) -
     producer = values[0]["producer"]
     for row, signature in zip(rows, signing.sign_rows(node_keys, producer, values)):
         row[column] = signature
+
+
+def protect_outbox_rows(rows: Sequence[list], columns: Sequence[str]) -> None:
+    """Encrypt the payload (``tx``) of outbox ``rows`` under the current payload key, in
+    place, once they are signed (signatures cover the plaintext). Does nothing when
+    at-rest encryption is off."""
+    if not rows or not atrest.enabled():
+        return
+    payload, row_id = columns.index("tx"), columns.index("id")
+    for row in rows:
+        row[payload] = atrest.protect(row[payload], row[row_id])
