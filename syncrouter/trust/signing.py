@@ -3,8 +3,9 @@
 **What is signed.** ``canonical(values)`` encodes, in this order, the fields that
 decide what a transaction does: ``id``, ``producer``, ``hostname``, ``sequence``,
 ``db_transaction_id``, ``hlc``, ``tx_name``, ``tx_pk``, ``action`` and the payload
-``tx`` exactly as stored. Not signed: ``timestamp`` (informative only, and its
-text differs between backends), ``hops`` (each hop appends itself) and the
+``tx`` exactly as captured (in plain: at-rest encryption, ``atrest``, comes after
+signing and is undone before verifying, so signatures outlive key rotation). Not
+signed: ``timestamp`` (informative only, and its text differs between backends), ``hops`` (each hop appends itself) and the
 bookkeeping columns (consumed marks, errors). Encoding version 1: the ASCII tag
 ``syncrouter-tx-v1``, then each field as a 4-byte big-endian length and its
 bytes; UUIDs as their 16 bytes, integers in decimal ASCII, text in UTF-8.
