@@ -32,11 +32,11 @@ from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from .. import conf, serialization as ser, trust
-from ..trust import atrest
 from ..capture.context import replaying
 from ..exceptions import ReplayRefused
 from ..registry import site_sync_models
 from ..transfer.copy import IDENTITY_FIELDS, TransferQuerySet, keyset_pages
+from ..trust import atrest
 from . import batch, dberrors, dryrun, keys, own, repairs
 from .apply import apply_row
 from .devices import consumer_node
