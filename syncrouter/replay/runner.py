@@ -219,9 +219,10 @@ class Replayer:
         return "applied"
 
     def _prepare(self, row) -> _Prepared:
-        payload, model, kind, text = {}, None, None, ""
+        payload, model, kind, text, plain = {}, None, None, "", None
         try:
-            payload = ser.loads(atrest.reveal(row.tx, row.id))
+            plain = atrest.reveal(row.tx, row.id)
+            payload = ser.loads(plain)
             if not isinstance(payload, dict) or "nk" not in payload:
                 raise ValueError("not a syncrouter payload object")
         except ValueError as exc:
@@ -233,7 +234,7 @@ class Replayer:
         if kind is None:
             model, kind, text = self._model(row, payload)
         if kind is None:  # signature, device registry and write rules (syncrouter.trust)
-            text = trust.check(row, payload, model, self.alias) or ""
+            text = trust.check(row, payload, model, self.alias, plain) or ""
             kind = "refused" if text else None
         if kind is None and self.check_hostname and own.is_own(row, self.node):
             kind, text = "skipped", own.SKIPPED

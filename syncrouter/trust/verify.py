@@ -68,13 +68,14 @@ def signature_refusal(values: Mapping, registry: devices.Registry, own_name: str
     return None
 
 
-def signed_values(row) -> dict:
-    """The row's signed fields and signature by name, its payload revealed, for ``verify``.
+def signed_values(row, plain: str | None = None) -> dict:
+    """The row's signed fields and signature by name, its payload revealed (or ``plain``,
+    when the caller has revealed it already), for ``verify``.
 
     Raises ``atrest.Unreadable`` for a payload that cannot be decrypted here.
     """
     values = signing.values_of(row)
-    values["tx"] = atrest.reveal(values["tx"], values["id"])
+    values["tx"] = atrest.reveal(values["tx"], values["id"]) if plain is None else plain
     return values
 
 
@@ -115,17 +116,18 @@ def screen(rows: list, target: str, source: str) -> list:
     return kept
 
 
-def check(row, payload: dict, model, alias: str) -> str | None:
+def check(row, payload: dict, model, alias: str, plain: str | None = None) -> str | None:
     """Replay's check of one incoming row: signature, registry, then write rules.
 
     Returns why it is refused, or None. Cheap for the rows of one signing
-    group after the first (a few SHA-256 hashes each). The caller has revealed
-    the payload already (``payload``), so revealing it again here succeeds.
+    group after the first (a few SHA-256 hashes each). ``plain`` is the payload
+    text the caller revealed (``atrest``), so that it is not decrypted twice.
     """
     if not enabled():
         return None
     registry = devices.registry(alias)
-    reason = signature_refusal(signed_values(row), registry, conf.node_for_alias(alias).name)
+    reason = signature_refusal(signed_values(row, plain), registry,
+                               conf.node_for_alias(alias).name)
     if reason is not None:
         return reason
     reason = rules.refusal(row, payload, model, alias, registry.by_name.get(row.producer))
