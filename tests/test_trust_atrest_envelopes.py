@@ -10,6 +10,7 @@ from hypothesis.stateful import (
     Bundle, RuleBasedStateMachine, consumes, invariant, precondition, rule,
 )
 
+from syncrouter.checks import check_payload_keys
 from syncrouter.exceptions import SyncError
 from syncrouter.trust import atrest
 
@@ -201,3 +202,15 @@ class KeyringHistory(RuleBasedStateMachine):
 KeyringHistory.TestCase.settings = hsettings(max_examples=60, stateful_step_count=25,
                                              deadline=None)
 test_keyring_history = KeyringHistory.TestCase
+
+
+def test_check_reports_a_current_key_that_cannot_be_read(tmp_path):
+    with override_settings(SYNCROUTER_PAYLOAD_KEYS={"k1": str(tmp_path / "k1.key")},
+                           SYNCROUTER_PAYLOAD_KEY="k1"):
+        errors = check_payload_keys()
+        assert [e.id for e in errors] == ["syncrouter.E007"]
+        assert "new-payload-key k1" in errors[0].msg
+        atrest.new_key("k1")
+        assert check_payload_keys() == []
+    with ring(None):
+        assert check_payload_keys() == []
