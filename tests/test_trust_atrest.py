@@ -24,7 +24,7 @@ from syncrouter.models import IncomingTransaction, RefusedTransaction
 from syncrouter.transfer.files import (
     CONTENT, ExportRefused, export_transactions, import_transactions, pending,
 )
-from syncrouter.trust import atrest, rotation
+from syncrouter.trust import atrest, devices, rotation
 from tests import factories
 from tests.test_replay_support import TRANSACTIONAL, replay
 from tests.testapp.models import Household
@@ -240,6 +240,13 @@ def test_files_carry_plain_payloads_and_import_stores_them_encrypted(sealed, key
             assert all(text.startswith(f"{atrest.PREFIX}k2:") for text in texts)
             assert not any(SECRET in text for text in texts)
             assert [m.outcome for m in replay(sealed.server).values()] == ["inserted"] * 2
+            devices.revoke(sealed.server, name(sealed.client), 0)  # now refused, recorded:
+            import_transactions(path, sealed.server)
+            recorded = RefusedTransaction.objects.using(sealed.server).values_list("row",
+                                                                                   flat=True)
+            assert len(recorded) == 2
+            assert all(orjson.loads(row)["tx"].startswith(f"{atrest.PREFIX}k2:")
+                       for row in recorded)
 
 
 @on("postgres-postgres")

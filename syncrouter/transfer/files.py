@@ -559,7 +559,7 @@ def _insert(rows: list, numbers: dict, target: str, hop: str, path) -> CopyResul
     the target refuses refuses the file."""
     unique = list({row.id: row for row in rows}.values())
     for row in unique:  # the file carries plain payloads: stored under this node's key
-        row.tx = atrest.protect(atrest.reveal(row.tx, row.id), row.id)
+        row.tx = atrest.at_rest(row.tx, row.id)
     batch = write_batch(Batch(unique, {}), target, hop)
     if batch.refused:
         cause = min(batch.refused.values(), key=lambda cause: numbers[cause.id])

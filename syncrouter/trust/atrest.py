@@ -196,6 +196,12 @@ def reveal(text: str, row_id) -> str:
                    f"key {key_id!r}: {problem}", row_id, key_id)
 
 
+def at_rest(text: str, row_id) -> str:
+    """``text`` as this node stores it: an envelope as it is (as a copy moves it), plain
+    text under the current key (when one is set)."""
+    return text if text.startswith(PREFIX) else protect(text, row_id)
+
+
 def rekey(text: str, row_id) -> str | None:
     """``text`` re-encrypted under the current key (or made plain when none is set);
     None when it is stored that way already. Raises as ``reveal`` does."""

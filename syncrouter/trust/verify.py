@@ -111,9 +111,16 @@ def screen(rows: list, target: str, source: str) -> list:
         if not refused.filter(tx_id=row.id, signature=row.signature, reason=reason).exists():
             refused.create(tx_id=row.id, producer=row.producer, sequence=row.sequence,
                            tx_name=row.tx_name, action=row.action, signature=row.signature,
-                           reason=reason, source=source[:300],
-                           row=orjson.dumps(signing.values_of(row), default=str).decode())
+                           reason=reason, source=source[:300], row=_record(row))
     return kept
+
+
+def _record(row) -> str:
+    """A refused row's values as JSON for ``RefusedTransaction``, its payload at rest (a
+    file's rows carry it in plain)."""
+    values = signing.values_of(row)
+    values["tx"] = atrest.at_rest(values["tx"], values["id"])
+    return orjson.dumps(values, default=str).decode()
 
 
 def check(row, payload: dict, model, alias: str, plain: str | None = None) -> str | None:
