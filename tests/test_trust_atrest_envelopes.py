@@ -12,7 +12,7 @@ from hypothesis.stateful import (
 
 from syncrouter.checks import check_payload_keys
 from syncrouter.exceptions import SyncError
-from syncrouter.trust import atrest
+from syncrouter.trust import atrest, keys, sign_outbox_rows, signing
 
 pytestmark = pytest.mark.django_db(databases=[])
 
@@ -214,3 +214,22 @@ def test_check_reports_a_current_key_that_cannot_be_read(tmp_path):
         assert check_payload_keys() == []
     with ring(None):
         assert check_payload_keys() == []
+
+
+def test_rows_read_back_encrypted_are_signed_over_their_plaintext(tmp_path):
+    """A seal step signs outbox rows it reads back from the table, payloads encrypted:
+    the signature must hold for the plaintext, which is what receivers verify."""
+    row_id = uuid.uuid4()
+    plain = '{"model": "testapp.household", "nk": ["H1"]}'
+    with ring("k1"), override_settings(SYNCROUTER_SIGN=True, SYNCROUTER_KEY_DIR=tmp_path):
+        node_keys, _ = keys.create("client")
+        values = {"id": row_id, "producer": "field-laptop-1", "hostname": "h", "sequence": 1,
+                  "db_transaction_id": uuid.uuid4(), "hlc": 1 << 16, "tx_name":
+                  "testapp.household", "tx_pk": "1", "action": "I",
+                  "tx": atrest.protect(plain, row_id), "signature": ""}
+        columns = list(values)
+        row = list(values.values())
+        sign_outbox_rows("client", [row], columns)
+        signed = dict(zip(columns, row))
+        assert signed["tx"] == values["tx"]  # the stored payload is left as it is
+        signing.verify({**signed, "tx": plain}, node_keys.public)

@@ -32,6 +32,8 @@ def sign_outbox_rows(using: str, rows: Sequence[list], columns: Sequence[str]) -
     node_keys = keys.require(using)
     position = {name: index for index, name in enumerate(columns)}
     values = [{name: row[position[name]] for name in signing.SIGNED_FIELDS} for row in rows]
+    for value in values:  # signatures cover the plaintext, also of rows read back encrypted
+        value["tx"] = atrest.reveal(value["tx"], value["id"])
     column = position["signature"]
     producer = values[0]["producer"]
     for row, signature in zip(rows, signing.sign_rows(node_keys, producer, values)):
