@@ -35,8 +35,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--million", action="store_true",
                         help="add N=1,000,000 to the scale rows (long; never with --quick)")
     parser.add_argument("--only", default="",
-                        help="comma-separated suites: capture,copy_replay,scale,e2e,trust "
-                             "(default all)")
+                        help="comma-separated suites: capture,copy_replay,scale,e2e,trust,"
+                             "atrest (default all)")
     parser.add_argument("--json", dest="json_path", default=None,
                         help="where to write the JSON (default benchmarks/results-<engine>.json)")
     args = parser.parse_args(argv)
@@ -56,7 +56,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
             parser.error(f"--scale-sizes must be integers separated by commas, "
                          f"not {args.scale_sizes!r}")
         args.sizes += [MILLION] if args.million else []
-    suites = ["capture", "copy_replay", "scale", "e2e", "trust"]
+    suites = ["capture", "copy_replay", "scale", "e2e", "trust", "atrest"]
     args.suites = [s for s in args.only.split(",") if s] or suites
     unknown = set(args.suites) - set(suites)
     if unknown:
@@ -77,7 +77,7 @@ def setup_django(engine: str, directory: str) -> None:
 
 def run(args: argparse.Namespace) -> bool:
     """Run the suites; True if every row was measured and every count checked out."""
-    from . import concurrent, databases, report, suites, trust
+    from . import atrest, concurrent, databases, report, suites, trust
 
     databases.create()
     try:
@@ -95,7 +95,8 @@ def run(args: argparse.Namespace) -> bool:
                 "scale": lambda: suites.scale(args.sizes, args.scale_repeat,
                                               args.scale_oldtools_up_to),
                 "e2e": lambda: suites.end_to_end(args.n, args.repeat),
-                "trust": lambda: trust.trust(args.n, args.repeat)}
+                "trust": lambda: trust.trust(args.n, args.repeat),
+                "atrest": lambda: atrest.atrest_suite(args.n, args.repeat)}
         rows, failures = [], {}
         for name in args.suites:
             logger.info("suite %s ...", name)

@@ -5,6 +5,7 @@ from .models import (
     Conflict, Device, IncomingTransaction, OutgoingTransaction, Refusal, RefusedTransaction,
 )
 from .replay import conflicts
+from .trust import atrest
 
 
 class TransactionAdmin(admin.ModelAdmin):
@@ -15,6 +16,18 @@ class TransactionAdmin(admin.ModelAdmin):
     list_filter = ("action", "is_error", "is_ignored", "producer", "tx_name")
     search_fields = ("id", "tx_pk", "producer", "error")
     ordering = ("producer", "sequence")
+    exclude = ("tx",)
+    readonly_fields = ("payload",)
+
+    @admin.display(description="payload")
+    def payload(self, obj) -> str:
+        """The payload in plain for staff; its key id when this node cannot decrypt it."""
+        try:
+            return atrest.reveal(obj.tx, obj.id)
+        except atrest.KeyUnavailable as exc:
+            return f"encrypted (key {exc.key_id}; not in this node's keyring)"
+        except atrest.Tampered as exc:
+            return f"encrypted (key {exc.key_id}; does not decrypt: {exc})"
 
     def has_add_permission(self, request):
         return False

@@ -96,3 +96,43 @@ def check_trust(app_configs=None, **kwargs):
             "every captured write will fail until it has one.",
             hint=f"manage.py syncrouter keys init --alias {alias}", id="syncrouter.W002")]
     return []
+
+
+@checks.register()
+def check_payload_keys(app_configs=None, **kwargs):
+    """The payload keyring is well formed and the key that encrypts new rows can be read:
+    otherwise every captured write fails."""
+    from .trust import atrest
+
+    try:
+        ring = atrest.keyring()
+        if ring.current is not None:
+            ring.cipher(ring.current)
+    except SyncError as exc:
+        return [checks.Error(str(exc), hint="See SYNCROUTER_PAYLOAD_KEYS in the README.",
+                             id="syncrouter.E007")]
+    return []
+
+
+@checks.register(checks.Tags.database)
+def check_payload_keys_in_use(app_configs=None, databases=None, **kwargs):
+    """No stored payload needs a key that was taken out of the keyring (``check --database``
+    and ``migrate`` run this: it reads the outbox and inbox)."""
+    from django.db import DatabaseError
+
+    from .trust import rotation
+
+    errors = []
+    for alias in databases or ():
+        try:
+            missing = rotation.missing_keys(alias)
+        except (DatabaseError, SyncError):  # not migrated yet, or E007
+            continue
+        for key_id, count in sorted(missing.items()):
+            errors.append(checks.Error(
+                f"{count} stored payloads on {alias!r} are encrypted under payload key "
+                f"{key_id!r}, which is not in SYNCROUTER_PAYLOAD_KEYS: they cannot be read.",
+                hint=f"Put key {key_id!r} back in SYNCROUTER_PAYLOAD_KEYS and run 'manage.py "
+                     f"syncrouter keys rotate-payloads --alias {alias}' before removing it.",
+                id="syncrouter.E008"))
+    return errors

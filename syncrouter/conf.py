@@ -54,6 +54,12 @@ DEFAULTS = {
     "SYNCROUTER_WRITE_RULES": [],
     # Batch files are encrypted to their recipient's key; False writes plain archives.
     "SYNCROUTER_ENCRYPT_FILES": True,
+    # At-rest encryption of the outbox/inbox payload column (trust/atrest.py): a keyring
+    # {key id: "/path/to/file" (0600) or "env:VARIABLE"} shared by the nodes that read
+    # each other's payloads, and the id of the key that encrypts new rows. None: new
+    # rows are stored plain (older keys still decrypt the rows stored under them).
+    "SYNCROUTER_PAYLOAD_KEYS": {},
+    "SYNCROUTER_PAYLOAD_KEY": None,
 }
 
 

@@ -23,6 +23,7 @@ COMMON_ROWS = {
     *(f"scale.replay.{n}{old}" for n in (QUICK_N, 2 * QUICK_N) for old in ("", ".vs_oldtools")),
     "trust.capture.sign", "trust.capture.sign.bulk_create", "trust.copy.verify",
     "trust.replay.verify", "trust.replay.verify.bulk_create",
+    "atrest.capture.save", "atrest.replay",
 }
 ROWS = {"sqlite": COMMON_ROWS, "postgres": COMMON_ROWS | {"copy.vs_copy", "capture.concurrent"}}
 

@@ -201,6 +201,7 @@ def record_many(using: str, entries: list[tuple[str, object, str, dict]]) -> Non
                      "", False, False, False, False, "", "", signature])
     if sealed:
         trust.sign_outbox_rows(using, rows, _COLUMNS)  # where the final sequence and clock are set
+    trust.protect_outbox_rows(rows, _COLUMNS)  # after signing: signatures cover plaintext
     sql = _statements(connection)
     with connection.cursor() as cursor:
         if connection.vendor == "postgresql" and len(rows) > 1:

@@ -38,6 +38,7 @@ from django.utils import timezone
 
 from .. import conf, serialization as ser
 from ..exceptions import SyncError
+from ..trust import atrest
 from .messages import Outcome
 
 if TYPE_CHECKING:
@@ -171,11 +172,12 @@ def later_changes(tx, alias: str) -> Later:
     later = Later()
     rows = IncomingTransaction.objects.using(alias).filter(
         tx_name=tx.tx_name, tx_pk=tx.tx_pk, producer=tx.producer, sequence__gt=tx.sequence,
-        is_error=False).order_by("sequence").values_list("sequence", "is_consumed", "action", "tx")
-    for sequence, consumed, action, text in rows:
+        is_error=False).order_by("sequence").values_list("sequence", "is_consumed", "action",
+                                                         "tx", "id")
+    for sequence, consumed, action, text, row_id in rows:
         try:
-            payload = ser.loads(text)
-        except ValueError:
+            payload = ser.loads(atrest.reveal(text, row_id))
+        except (ValueError, atrest.Unreadable):
             continue
         if not isinstance(payload, dict):
             continue

@@ -10,15 +10,23 @@ from __future__ import annotations
 from .. import serialization as ser
 
 
-def own(row, payload: dict) -> set:
-    """(model label, key) pairs of the row this transaction writes (before and after)."""
+#: The key a row holds whose payload cannot be read yet (its payload key is not in the
+#: keyring): it may write any row, so every later row of its producer touches it.
+UNREAD = ("", "a payload not readable yet")
+
+
+def own(row, payload: dict | None) -> set:
+    """(model label, key) pairs of the row this transaction writes (before and after);
+    ``UNREAD`` for a payload not readable yet (None)."""
+    if payload is None:
+        return {UNREAD}
     return {(row.tx_name, ser.dumps(payload.get("nk"))),
             (row.tx_name, ser.dumps(payload.get("old_nk", payload.get("nk"))))}
 
 
 def touched(row, payload: dict, model) -> set:
     """(model label, key) pairs this transaction writes or depends on (parents, M2M targets)."""
-    keys = own(row, payload)
+    keys = own(row, payload) | {UNREAD}
     for name, value in payload.get("fields", {}).items():
         field = model._meta._forward_fields_map.get(name)
         if field is not None and field.is_relation and value is not None:

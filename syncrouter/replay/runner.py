@@ -36,6 +36,7 @@ from ..capture.context import replaying
 from ..exceptions import ReplayRefused
 from ..registry import site_sync_models
 from ..transfer.copy import IDENTITY_FIELDS, TransferQuerySet, keyset_pages
+from ..trust import atrest
 from . import batch, dberrors, decode, dryrun, keys, own, repairs
 from .apply import apply_row
 from .devices import consumer_node
@@ -218,13 +219,18 @@ class Replayer:
         return "applied"
 
     def _prepare(self, row) -> _Prepared:
-        payload, model, kind, text = {}, None, None, ""
+        payload, model, kind, text, plain = {}, None, None, "", None
         try:
-            payload = ser.loads(row.tx)
+            plain = atrest.reveal(row.tx, row.id)
+            payload = ser.loads(plain)
             if not isinstance(payload, dict) or "nk" not in payload:
                 raise ValueError("not a syncrouter payload object")
         except ValueError as exc:
             kind, text = "error", f"corrupt payload: {exc}"
+        except atrest.KeyUnavailable as exc:  # heals when the key is added: it waits
+            payload, kind, text = None, "deferred", f"waits for its payload key: {exc}"
+        except atrest.Tampered as exc:
+            kind, text = "refused", f"refused: {exc}"
         if kind is None:
             try:
                 payload = decode.upgrade(payload)
@@ -233,7 +239,7 @@ class Replayer:
         if kind is None:
             model, kind, text = self._model(row, payload)
         if kind is None:  # signature, device registry and write rules (syncrouter.trust)
-            text = trust.check(row, payload, model, self.alias) or ""
+            text = trust.check(row, payload, model, self.alias, plain) or ""
             kind = "refused" if text else None
         if kind is None and self.check_hostname and own.is_own(row, self.node):
             kind, text = "skipped", own.SKIPPED
@@ -251,11 +257,13 @@ class Replayer:
         """Defer ``item`` if it touches a key an earlier row of its producer left unapplied."""
         held = self.held.get(item.row.producer)
         if item.kind is None and held:
-            blocker = next((held[k] for k in keys.touched(item.row, item.payload, item.model)
+            blocker = next((k for k in keys.touched(item.row, item.payload, item.model)
                             if k in held), None)
             if blocker is not None:
                 item.kind = "deferred"
-                item.text = f"waits for {item.row.producer}#{blocker} (same key, earlier)"
+                item.text = (f"waits for {item.row.producer}#{held[blocker]} (" + (
+                    "its payload cannot be read yet" if blocker == keys.UNREAD
+                    else "same key, earlier") + ")")
 
     def _gap_below(self, row) -> tuple[int, int] | None:
         return next((gap for gap in self.gaps.get(row.producer, ()) if gap[0] < row.sequence),
@@ -327,7 +335,8 @@ class Replayer:
                     self._mark(item.row, item_kind, item_text)
                 self._report(item, item_kind, item_text)
                 if item_kind != "skipped":  # what it would have written waits with it
-                    for key in keys.own(item.row, item.payload) if item.model else ():
+                    unread = item.payload is None  # all its producer's keys (keys.UNREAD)
+                    for key in keys.own(item.row, item.payload) if item.model or unread else ():
                         self.held[item.row.producer].setdefault(key, item.row.sequence)
                         if kind != "deferred":
                             self.stuck[item.row.producer].setdefault(key, item.row.sequence)

@@ -76,7 +76,7 @@ from django.utils.dateparse import parse_datetime
 
 from .. import conf, trust
 from ..exceptions import SyncError
-from ..trust import crypto_files
+from ..trust import atrest, crypto_files
 from .copy import (
     IDENTITY_FIELDS, Batch, CopyInterrupted, CopyResult, keyset_pages, value_problem,
     write_batch,
@@ -168,9 +168,23 @@ def pending(alias: str, flag: str = "is_consumed_server") -> list:
 
 
 def _line(row) -> bytes:
+    """The row as a line of the file, its payload in plain (the file is encrypted as a
+    whole); ``atrest.Unreadable`` if the payload cannot be decrypted here."""
     record = {name: getattr(row, name) for name in IDENTITY_FIELDS}
+    record["tx"] = atrest.reveal(row.tx, row.id)
     record["hops"] = orjson.loads(row.hops or "[]")
     return orjson.dumps(record) + b"\n"
+
+
+def _lines_of(rows: list) -> tuple[dict, dict]:
+    """(row id -> line, row id -> why the row cannot be written) for a page of rows."""
+    lines, unreadable = {}, {}
+    for row in rows:
+        try:
+            lines[row.id] = _line(row)
+        except atrest.Unreadable as exc:
+            unreadable[row.id] = str(exc)
+    return lines, unreadable
 
 
 def export_transactions(
@@ -208,9 +222,9 @@ def export_transactions(
                 for queryset in querysets:
                     for rows in keyset_pages(queryset, size, whole_groups=True):
                         batch = Batch(rows, {})
-                        lines = {row.id: _line(row) for row in rows}
-                        batch.screen(lambda row: value_problem(row, None) or _too_long(
-                            len(lines[row.id]), limit))
+                        lines, unreadable = _lines_of(rows)
+                        batch.screen(lambda row: unreadable.get(row.id) or value_problem(
+                            row, None) or _too_long(len(lines[row.id]), limit))
                         sent = batch.sendable()
                         data = b"".join(lines[row.id] for row in sent)
                         digest.update(data)
@@ -544,6 +558,8 @@ def _insert(rows: list, numbers: dict, target: str, hop: str, path) -> CopyResul
     PostgreSQL); a line repeated inside the file counts as already present. Any row
     the target refuses refuses the file."""
     unique = list({row.id: row for row in rows}.values())
+    for row in unique:  # the file carries plain payloads: stored under this node's key
+        row.tx = atrest.at_rest(row.tx, row.id)
     batch = write_batch(Batch(unique, {}), target, hop)
     if batch.refused:
         cause = min(batch.refused.values(), key=lambda cause: numbers[cause.id])

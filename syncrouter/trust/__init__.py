@@ -4,6 +4,7 @@ The pipeline calls into this package at four places, each one line:
 
 * capture (``capture.outbox.record_many`` on SQLite, ``capture.seal`` on PostgreSQL):
   ``sign_outbox_rows``; where the seal signs, capture writes ``signature_at_capture``;
+  then ``protect_outbox_rows`` (at-rest encryption of the payload, ``atrest``);
 * copy and import, before a batch is written (``transfer.copy._copy_batch``): ``screen``;
 * replay, for each row (``replay.runner``): ``check``, whose refusal is the outcome
   ``refused``;
@@ -14,11 +15,11 @@ from __future__ import annotations
 from typing import Sequence
 
 from .. import conf
-from . import keys, signing
+from . import atrest, keys, signing
 from .verify import check, screen
 
-__all__ = ["SIGN_AT_SEAL", "check", "screen", "sign_outbox_rows", "signature_at_capture",
-           "signing_required"]
+__all__ = ["SIGN_AT_SEAL", "check", "protect_outbox_rows", "screen", "sign_outbox_rows",
+           "signature_at_capture", "signing_required"]
 
 #: The ``signature`` capture writes on an unsealed outbox row that the seal must sign.
 SIGN_AT_SEAL = "sign-at-seal"
@@ -55,8 +56,21 @@ def sign_outbox_rows(using: str, rows: Sequence[list], columns: Sequence[str], *
         return
     position = {name: index for index, name in enumerate(columns)}
     values = [{name: row[position[name]] for name in signing.SIGNED_FIELDS} for row in rows]
+    for value in values:  # signatures cover the plaintext, also of rows read back encrypted
+        value["tx"] = atrest.reveal(value["tx"], value["id"])
     column = position["signature"]
     producer = values[0]["producer"]
     node_keys = keys.require(using, producer)
     for row, signature in zip(rows, signing.sign_rows(node_keys, producer, values)):
         row[column] = signature
+
+
+def protect_outbox_rows(rows: Sequence[list], columns: Sequence[str]) -> None:
+    """Encrypt the payload (``tx``) of outbox ``rows`` under the current payload key, in
+    place, once they are signed (signatures cover the plaintext). Does nothing when
+    at-rest encryption is off."""
+    if not rows or not atrest.enabled():
+        return
+    payload, row_id = columns.index("tx"), columns.index("id")
+    for row in rows:
+        row[payload] = atrest.protect(row[payload], row[row_id])

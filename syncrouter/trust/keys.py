@@ -168,9 +168,22 @@ def _load(source: str) -> NodeKeys | None:
 
 
 def _read(source: str) -> NodeKeys | None:
+    text = read_secret(source)
+    return None if text is None else NodeKeys.loads(text, describe_source(source))
+
+
+def describe_source(source: str) -> str:
+    """``source`` (a path or ``env:NAME``) as error messages name it."""
+    return f"environment variable {source[4:]}" if source.startswith("env:") else source
+
+
+def read_secret(source: str) -> str | None:
+    """The text of a key source, a file path or ``env:NAME``; None if it is absent.
+
+    Raises ``SyncError`` for a file that other users may read, as ssh refuses one.
+    """
     if source.startswith("env:"):
-        text = os.environ.get(source[4:])
-        return NodeKeys.loads(text, f"environment variable {source[4:]}") if text else None
+        return os.environ.get(source[4:]) or None
     try:
         mode = os.stat(source).st_mode
     except FileNotFoundError:
@@ -179,7 +192,20 @@ def _read(source: str) -> NodeKeys | None:
         raise SyncError(f"Key file {source} may be read by other users (mode "
                         f"{stat.S_IMODE(mode):04o}); run 'chmod 600 {source}'. "
                         "It was not used.")
-    return NodeKeys.loads(Path(source).read_text(encoding="ascii"), source)
+    return Path(source).read_text(encoding="ascii")
+
+
+def write_secret(path: Path, text: str) -> None:
+    """Store ``text`` in the file ``path`` with mode 0600 (its directory 0700), atomically
+    (written under a temporary name, then renamed)."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.{os.getpid()}")
+    handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(handle, "w", encoding="ascii") as out:
+        out.write(text + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(temp, path)
 
 
 def require(alias: str, name: str | None = None) -> NodeKeys:
@@ -214,14 +240,7 @@ def create(alias: str, replace: bool = False) -> tuple[NodeKeys, str]:
         if path.exists() and not replace:
             raise SyncError(f"{path} already holds a key; it was kept (pass --replace to make "
                             "a new one; the nodes that trust the old key must enrol the new).")
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temp = path.with_name(f".{path.name}.{os.getpid()}")
-        handle = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(handle, "w", encoding="ascii") as out:
-            out.write(keys.dumps() + "\n")
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temp, path)
+        write_secret(path, keys.dumps())
     _loaded[source] = keys
     for cached in [key for key in _by_alias if key[0] == alias]:
         del _by_alias[cached]

@@ -3,8 +3,9 @@
 **What is signed.** ``canonical(values)`` encodes, in this order, the fields that
 decide what a transaction does: ``id``, ``producer``, ``hostname``, ``sequence``,
 ``db_transaction_id``, ``hlc``, ``tx_name``, ``tx_pk``, ``action`` and the payload
-``tx`` exactly as stored. Not signed: ``timestamp`` (informative only, and its
-text differs between backends), ``hops`` (each hop appends itself) and the
+``tx`` exactly as captured (in plain: at-rest encryption, ``atrest``, comes after
+signing and is undone before verifying, so signatures outlive key rotation). Not
+signed: ``timestamp`` (informative only, and its text differs between backends), ``hops`` (each hop appends itself) and the
 bookkeeping columns (consumed marks, errors). Encoding version 1: the ASCII tag
 ``syncrouter-tx-v1``, then each field as a 4-byte big-endian length and its
 bytes; UUIDs as their 16 bytes, integers in decimal ASCII, text in UTF-8.
@@ -71,7 +72,7 @@ def _canonical_b64(raw: bytes, text: str) -> bool:
     return not partial or b64(raw[-partial:]) == text[-(partial + 1):]
 
 
-def _uuid_bytes(value) -> bytes:
+def uuid_bytes(value) -> bytes:
     if isinstance(value, uuid.UUID):
         return value.bytes
     return uuid.UUID(str(value)).bytes
@@ -87,7 +88,7 @@ def canonical(values: Mapping) -> bytes:
     for name in SIGNED_FIELDS:
         value = values[name]
         if name in _UUIDS:
-            data = _uuid_bytes(value)
+            data = uuid_bytes(value)
         elif name in _INTEGERS:
             data = str(int(value)).encode("ascii")
         else:

@@ -11,6 +11,12 @@ hand-written row), and then applies the write rules (``rules``).
 
 ``SYNCROUTER_VERIFY = False`` switches all of it off; ``SYNCROUTER_ACCEPT_UNSIGNED``
 lets unsigned rows of enrolled, unrevoked producers through (the upgrade path).
+
+Signatures cover the plaintext payload: an encrypted one (``atrest``) is revealed
+first. A payload that fails authentication is refused like a bad signature. One
+whose key is not in this node's keyring cannot be checked yet: copy and import
+let it into the inbox, where replay checks it once the key is there (and waits
+until then); nothing in an inbox is believed before replay's check.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from typing import Mapping
 import orjson
 
 from .. import conf
-from . import devices, rules, signing
+from . import atrest, devices, rules, signing
 
 logger = logging.getLogger("syncrouter.trust")
 
@@ -62,6 +68,17 @@ def signature_refusal(values: Mapping, registry: devices.Registry, own_name: str
     return None
 
 
+def signed_values(row, plain: str | None = None) -> dict:
+    """The row's signed fields and signature by name, its payload revealed (or ``plain``,
+    when the caller has revealed it already), for ``verify``.
+
+    Raises ``atrest.Unreadable`` for a payload that cannot be decrypted here.
+    """
+    values = signing.values_of(row)
+    values["tx"] = atrest.reveal(values["tx"], values["id"]) if plain is None else plain
+    return values
+
+
 def screen(rows: list, target: str, source: str) -> list:
     """The rows of a copy or import batch that ``target`` may receive, in order.
 
@@ -77,8 +94,14 @@ def screen(rows: list, target: str, source: str) -> list:
     own = conf.node_for_alias(target).name
     kept = []
     for row in rows:
-        values = signing.values_of(row)
-        reason = signature_refusal(values, registry, own)
+        try:
+            reason = signature_refusal(signed_values(row), registry, own)
+        except atrest.KeyUnavailable as exc:
+            logger.warning("%s#%s from %s is not verified yet: %s", row.producer,
+                           row.sequence, source, exc)
+            reason = None
+        except atrest.Tampered as exc:
+            reason = f"refused: {exc}"
         if reason is None:
             kept.append(row)
             continue
@@ -88,21 +111,29 @@ def screen(rows: list, target: str, source: str) -> list:
         if not refused.filter(tx_id=row.id, signature=row.signature, reason=reason).exists():
             refused.create(tx_id=row.id, producer=row.producer, sequence=row.sequence,
                            tx_name=row.tx_name, action=row.action, signature=row.signature,
-                           reason=reason, source=source[:300],
-                           row=orjson.dumps(values, default=str).decode())
+                           reason=reason, source=source[:300], row=_record(row))
     return kept
 
 
-def check(row, payload: dict, model, alias: str) -> str | None:
+def _record(row) -> str:
+    """A refused row's values as JSON for ``RefusedTransaction``, its payload at rest (a
+    file's rows carry it in plain)."""
+    values = signing.values_of(row)
+    values["tx"] = atrest.at_rest(values["tx"], values["id"])
+    return orjson.dumps(values, default=str).decode()
+
+
+def check(row, payload: dict, model, alias: str, plain: str | None = None) -> str | None:
     """Replay's check of one incoming row: signature, registry, then write rules.
 
     Returns why it is refused, or None. Cheap for the rows of one signing
-    group after the first (a few SHA-256 hashes each).
+    group after the first (a few SHA-256 hashes each). ``plain`` is the payload
+    text the caller revealed (``atrest``), so that it is not decrypted twice.
     """
     if not enabled():
         return None
     registry = devices.registry(alias)
-    reason = signature_refusal(signing.values_of(row), registry,
+    reason = signature_refusal(signed_values(row, plain), registry,
                                conf.node_for_alias(alias).name)
     if reason is not None:
         return reason

@@ -6,7 +6,7 @@ Exit codes, for scripts and schedulers:
 0     done, nothing needs attention
 1     done, but some transactions are deferred, in conflict or in error,
       or were left untouched as this node's own (``replay``, ``sync``,
-      ``status``)
+      ``status``); payloads ``keys rotate-payloads`` cannot decrypt
 2     usage or configuration error (unknown alias, a client asked to replay)
 3     a database could not be reached, or the connection broke mid-copy
       (finished batches stay done; run again)
@@ -177,6 +177,18 @@ class Command(BaseCommand):
                             help="Refuse its sequences above this (default: the highest "
                                  "already received here; those stay valid).")
         actions.add_parser("list", parents=[alias], help="The enrolled nodes.")
+        payload_key = actions.add_parser(
+            "new-payload-key", help="Create a payload key for at-rest encryption at its "
+                                    "source in SYNCROUTER_PAYLOAD_KEYS.")
+        payload_key.add_argument("key_id")
+        rotate = actions.add_parser(
+            "rotate-payloads", parents=[alias],
+            help="Re-encrypt the stored payloads under SYNCROUTER_PAYLOAD_KEY (plain if unset), "
+                 "in batches; resumable.")
+        rotate.add_argument("--batch-size", type=int, default=None,
+                            help="Rows per committed batch (default SYNCROUTER_BATCH_SIZE).")
+        rotate.add_argument("--dry-run", action="store_true",
+                            help="Only count the rows under each key.")
 
     def handle(self, *args, subcommand, **options):
         self.verbosity = options["verbosity"]
@@ -424,8 +436,10 @@ class Command(BaseCommand):
     def do_keys(self, **options):
         from ...trust import devices, keys
 
-        alias = self.alias(options["alias"], conf.local_alias())
         action = options["keys_action"]
+        if action in ("new-payload-key", "rotate-payloads"):
+            return self.payload_keys(**options)
+        alias = self.alias(options["alias"], conf.local_alias())
         try:
             if action == "init":
                 created, where = keys.create(alias, replace=options["replace"])
@@ -454,6 +468,45 @@ class Command(BaseCommand):
                             for d in devices.devices(alias)])
         except SyncError as exc:
             return Exit.USAGE, str(exc)
+        return Exit.OK, ""
+
+    def payload_keys(self, **options):
+        from ...trust import atrest, rotation
+
+        try:
+            if options["keys_action"] == "new-payload-key":
+                text, where = atrest.new_key(options["key_id"])
+                if where.startswith("env:"):
+                    self.stdout.write(f"Put this line in the environment variable {where[4:]} "
+                                      "(it is the key: keep it secret, and give it to every "
+                                      "node that reads these payloads):")
+                    self.stdout.write(text)
+                else:
+                    self.say(f"Payload key {options['key_id']!r} created in {where} (mode "
+                             "0600). Copy it to every node that reads these payloads.")
+                return Exit.OK, ""
+            alias = self.alias(options["alias"], conf.local_alias())
+            if not options["dry_run"]:
+                current = atrest.keyring().current
+                self.say(f"Re-encrypting the payloads on {alias} under "
+                         + (f"key {current!r}" if current else "no key (plain JSON)") + " ...")
+                rotated = rotation.rotate(
+                    alias, options["batch_size"] or conf.batch_size(),
+                    lambda done: self.say(f"  {done.table}: {done.rekeyed} re-encrypted"))
+            usage = rotation.usage(alias)
+        except SyncError as exc:
+            return Exit.USAGE, str(exc)
+        for table, counts in usage.items():
+            self.say(f"{table}: " + (", ".join(
+                f"{count} {'plain' if key is None else f'under key {key!r}'}"
+                for key, count in counts.items()) or "empty"))
+        if options["dry_run"]:
+            return Exit.OK, ""
+        problems = [f"{count} rows of {done.table} under key {key!r} were left as they are: "
+                    f"{done.reasons[key]}" for done in rotated
+                    for key, count in done.unreadable.items()]
+        if problems:
+            return Exit.ATTENTION, "\n".join(problems)
         return Exit.OK, ""
 
     def show(self, alias: str, public) -> None:
