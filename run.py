@@ -23,14 +23,18 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 def ensure_venv() -> Path:
     python = BIN / "python"
     stamp = VENV / ".installed"
-    wanted = hashlib.sha256((ROOT / "setup.py").read_bytes()).hexdigest()
+    # Reinstall when the package description changes.
+    digest = hashlib.sha256()
+    for name in ("pyproject.toml", "setup.py"):
+        digest.update((ROOT / name).read_bytes())
+    wanted = digest.hexdigest()
     if not python.exists():
         print(f"Creating {VENV.name} ...", flush=True)
         venv.create(VENV, with_pip=True)
     if not stamp.exists() or stamp.read_text() != wanted:
         print("Installing syncrouter and its test dependencies ...", flush=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--upgrade", "pip"], check=True)
-        subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", f"{ROOT}[test]"],
+        subprocess.run([str(python), "-m", "pip", "install", "-q", "-e", f"{ROOT}[test,lint]"],
                        check=True)
         stamp.write_text(wanted)
     return python
