@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from django.conf import settings as django_settings
 from django.core.signals import setting_changed
@@ -91,7 +91,7 @@ def max_transaction_bytes() -> int:
     return int(get("SYNCROUTER_MAX_TRANSACTION_BYTES"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def hostname() -> str:
     return socket.gethostname()
 

@@ -43,7 +43,7 @@ class Pair:
     pg_names: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def create(cls, source: str, target: str, directory: Path) -> "Pair":
+    def create(cls, source: str, target: str, directory: Path) -> Pair:
         token = secrets.token_hex(4)
         names = {alias: f"syncrouter_copy_{token}_{alias}"
                  for alias in (source, target) if alias.startswith("pg")}
@@ -75,7 +75,7 @@ class Pair:
         subprocess.run(self.argv("prepare", "--rows", str(rows)), env=self.env(), cwd=ROOT,
                        check=True, timeout=120)
 
-    def start(self, *command: str, ports: dict[str, int] | None = None) -> "Worker":
+    def start(self, *command: str, ports: dict[str, int] | None = None) -> Worker:
         return Worker(subprocess.Popen(
             self.argv(*command, ports=ports), env=self.env(), cwd=ROOT, text=True,
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
@@ -105,7 +105,7 @@ class Pair:
             groups[db_txid].add(_uuid(id_))
         return list(groups.values())
 
-    def state(self) -> "State":
+    def state(self) -> State:
         return State(source=self.ids(self.source, OUTGOING),
                      marked=self.ids(self.source, OUTGOING, "is_consumed_server"),
                      target=self.ids(self.target, INCOMING),
@@ -178,7 +178,8 @@ class Worker:
                 line = self.lines.get(timeout=timeout)
             except queue.Empty:
                 self.kill()
-                raise AssertionError(f"worker silent for {timeout}s; last lines {self.seen[-3:]}")
+                raise AssertionError(
+                    f"worker silent for {timeout}s; last lines {self.seen[-3:]}") from None
             if line is None:
                 self._ended = True
                 return None

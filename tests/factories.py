@@ -8,7 +8,11 @@ import uuid
 from django.utils import timezone
 
 from tests.testapp.models import (
-    CrfOne, Household, HouseholdMember, SubjectVisit, Symptom,
+    CrfOne,
+    Household,
+    HouseholdMember,
+    SubjectVisit,
+    Symptom,
 )
 
 SYMPTOMS = ("cough", "fever", "headache", "rash", "diarrhoea")

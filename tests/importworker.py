@@ -76,7 +76,7 @@ def main(argv: list[str]) -> None:
         def run() -> None:
             nonlocal error
             try:
-                import_transactions(path, "server")
+                import_transactions(path, "server")  # noqa: B023 (run within the loop)
             except SyncError as exc:
                 error = str(exc)
 

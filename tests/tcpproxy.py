@@ -27,7 +27,7 @@ class TcpProxy:
         self._closed = False
         threading.Thread(target=self._accept, name="tcpproxy-accept", daemon=True).start()
 
-    def __enter__(self) -> "TcpProxy":
+    def __enter__(self) -> TcpProxy:
         return self
 
     def __exit__(self, *exc) -> None:

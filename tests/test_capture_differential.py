@@ -24,8 +24,18 @@ from tests.checksum import rows
 from tests.conftest import DATABASES
 from tests.factories import SYMPTOMS
 from tests.testapp.models import (
-    Clinic, CrfOne, CrfTwo, Household, HouseholdMember, HouseholdProxy, Patient, Person, Referral,
-    ReferralClinic, SubjectVisit, Symptom,
+    Clinic,
+    CrfOne,
+    CrfTwo,
+    Household,
+    HouseholdMember,
+    HouseholdProxy,
+    Patient,
+    Person,
+    Referral,
+    ReferralClinic,
+    SubjectVisit,
+    Symptom,
 )
 
 OPERATIONS = 1500

@@ -17,7 +17,14 @@ from syncrouter.registry import site_sync_models
 from tests import factories
 from tests.test_capture_differential import assert_replayed_equal
 from tests.testapp.models import (
-    Clinic, CrfOne, Household, HouseholdMember, HouseholdProxy, Patient, Person, Referral,
+    Clinic,
+    CrfOne,
+    Household,
+    HouseholdMember,
+    HouseholdProxy,
+    Patient,
+    Person,
+    Referral,
 )
 
 

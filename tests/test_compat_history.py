@@ -27,7 +27,13 @@ from tests.checksum import table_checksum
 from tests.conftest import PAIRS, Nodes
 from tests.test_replay_support import TRANSACTIONAL, push, replay
 from tests.testapp.models import (
-    Bed, HistoricalSpecimen, MaternalCrf, OfflineCrf, Room, Specimen, SubjectVisit, Ward,
+    Bed,
+    HistoricalSpecimen,
+    MaternalCrf,
+    OfflineCrf,
+    Room,
+    Specimen,
+    Ward,
 )
 
 pytestmark = TRANSACTIONAL

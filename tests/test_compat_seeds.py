@@ -9,7 +9,11 @@ import pytest
 from django.test import override_settings
 
 from syncrouter.compat import (
-    AlreadyRegistered, ListedModel, OfflineModel, SyncModel, site_offline_models,
+    AlreadyRegistered,
+    ListedModel,
+    OfflineModel,
+    SyncModel,
+    site_offline_models,
 )
 from syncrouter.exceptions import SyncError
 from syncrouter.models import IncomingTransaction, OutgoingTransaction
@@ -17,7 +21,11 @@ from syncrouter.registry import site_sync_models
 from tests import factories
 from tests.checksum import node_checksums
 from tests.testapp.models import (
-    LocalNote, MaternalCrf, OfflineCrf, Specimen, Symptom,
+    LocalNote,
+    MaternalCrf,
+    OfflineCrf,
+    Specimen,
+    Symptom,
 )
 
 

@@ -52,7 +52,12 @@ from django.db.models import ProtectedError
 from django.test.utils import override_settings
 from hypothesis import HealthCheck, settings, strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine, initialize, invariant, precondition, rule, run_state_machine_as_test,
+    RuleBasedStateMachine,
+    initialize,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
 )
 
 from syncrouter import conf, serialization as ser

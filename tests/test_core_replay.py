@@ -11,7 +11,13 @@ from syncrouter.models import IncomingTransaction, OutgoingTransaction
 from tests import factories
 from tests.checksum import node_checksums
 from tests.testapp.models import (
-    Clinic, CrfOne, Household, HouseholdMember, Patient, Person, SubjectVisit,
+    Clinic,
+    CrfOne,
+    Household,
+    HouseholdMember,
+    Patient,
+    Person,
+    SubjectVisit,
 )
 
 

@@ -10,7 +10,12 @@ from syncrouter import serialization as ser
 from syncrouter.exceptions import SyncError
 from syncrouter.models import IncomingTransaction, OutgoingTransaction
 from syncrouter.transfer.files import (
-    CONTENT, MANIFEST, export_transactions, import_transactions, pending, read_manifest,
+    CONTENT,
+    MANIFEST,
+    export_transactions,
+    import_transactions,
+    pending,
+    read_manifest,
 )
 from tests import factories
 from tests.checksum import node_checksums

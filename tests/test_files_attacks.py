@@ -25,7 +25,11 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from syncrouter.exceptions import SyncError
 from syncrouter.models import IncomingTransaction
 from syncrouter.transfer.files import (
-    CONTENT, MANIFEST, export_transactions, import_transactions, pending,
+    CONTENT,
+    MANIFEST,
+    export_transactions,
+    import_transactions,
+    pending,
 )
 from tests import factories, pg
 from tests.factories import incompressible

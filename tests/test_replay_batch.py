@@ -1,6 +1,5 @@
 """The batched fast path: same results as row by row, a few queries per batch, signals."""
 import pytest
-
 from django.db import connections, transaction
 from django.test.utils import CaptureQueriesContext
 

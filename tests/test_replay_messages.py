@@ -13,7 +13,7 @@ def tx(n: int) -> uuid.UUID:
 def record(log: ReplayLog, n: int, outcome: str = "inserted", text: str = "",
            key: object = None, producer: str = "laptop-3") -> ReplayMessage:
     """Record transaction ``n`` and return the message it should read back as."""
-    key = ["S%07d" % n, "1000"] if key is None else key
+    key = [f"S{n:07d}", "1000"] if key is None else key
     log.record(tx(n), producer, n, "app.crf", key, "insert", outcome, text)
     return ReplayMessage(str(tx(n)), producer, n, "app.crf", key, "insert", outcome, text)
 
@@ -185,7 +185,7 @@ def test_typical_messages_use_one_byte_columns():
         assert strings.column.itemsize == 1
     assert log._producers.values == [f"laptop-{n}" for n in range(5)]
     assert log._texts.values == [""]
-    assert len(log._keys) == sum(len('["S%07d","1000"]' % n) for n in range(1000))
+    assert len(log._keys) == sum(len(f'["S{n:07d}","1000"]') for n in range(1000))
 
 
 def test_columns_widen_past_one_byte():

@@ -6,7 +6,6 @@ for a while: each name gets its own ProducerClock, so its own gapless sequence.
 from contextlib import contextmanager
 
 import pytest
-
 from django.conf import settings
 from django.test import override_settings
 

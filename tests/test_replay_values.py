@@ -166,7 +166,7 @@ ACCEPTED = {
                  "P0DT24H00M00S", "P0DT00H00M75S", "P1DT02H03M04.000005S\n",
                  "1 02:03:04", "3 days 04:05:06", "-1 day", "12", "-00:00:01.5",
                  "", "PT"],  # both zero: Django's PostgreSQL-interval and ISO patterns match
-    "uuid": [U.hex, str(U).upper(), "{%s}" % U, "urn:uuid:%s" % U, 12, 2 ** 128 - 1],
+    "uuid": [U.hex, str(U).upper(), f"{{{U}}}", f"urn:uuid:{U}", 12, 2 ** 128 - 1],
     "binary": ["AA\nE=", "////"],
     "ip": [" 10.0.0.1 ", "2001:0DB8:0000::0001"],
     "upper": [12],

@@ -22,8 +22,8 @@ from syncrouter.models import IncomingTransaction, OutgoingTransaction, Refusal
 from syncrouter.status import node_status
 from syncrouter.transfer.copy import CopyRefused
 from tests import factories, pg
-from tests.factories import incompressible
 from tests.edgeapp.models import LongKeyItem
+from tests.factories import incompressible
 from tests.test_replay_support import producer, replay
 
 

@@ -9,8 +9,13 @@ from django.test import override_settings
 from syncrouter import conf
 from syncrouter.exceptions import SyncError
 from syncrouter.models import RefusedTransaction
-from syncrouter.transfer.files import CONTENT, MANIFEST, export_transactions, \
-    import_transactions, pending
+from syncrouter.transfer.files import (
+    CONTENT,
+    MANIFEST,
+    export_transactions,
+    import_transactions,
+    pending,
+)
 from syncrouter.trust import crypto_files, devices, keys
 from tests import factories
 from tests.test_replay_support import TRANSACTIONAL, replay

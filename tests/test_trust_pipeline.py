@@ -20,7 +20,13 @@ from tests import factories, pg
 from tests.test_replay_support import TRANSACTIONAL, replay
 from tests.testapp.models import Household
 from tests.trust_support import (  # noqa: F401
-    ON, enrol, flip, inbox, node_named, outbox, trusted,
+    ON,
+    enrol,
+    flip,
+    inbox,
+    node_named,
+    outbox,
+    trusted,
 )
 
 pytestmark = TRANSACTIONAL

@@ -4,14 +4,14 @@ import stat
 import uuid
 
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
 from django.core.management import call_command
 from django.test import override_settings
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from syncrouter.exceptions import SyncError
+from syncrouter.models import RefusedTransaction
 from syncrouter.trust import devices, keys, signing
 from syncrouter.trust.verify import screen
-from syncrouter.models import RefusedTransaction
 from tests import factories
 from tests.test_replay_support import TRANSACTIONAL
 from tests.trust_support import ON, flip, node_named, outbox, trusted  # noqa: F401

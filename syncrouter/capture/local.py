@@ -31,8 +31,8 @@ from __future__ import annotations
 import functools
 import logging
 from collections import Counter
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 from django.db import connections, transaction
 

@@ -10,8 +10,8 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
-from ..transfer.copy import TransferQuerySet
 from ..replay.runner import ReplayQuerySet
+from ..transfer.copy import TransferQuerySet
 
 ACTIONS = (("I", "insert"), ("U", "update"), ("D", "delete"))
 

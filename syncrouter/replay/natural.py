@@ -12,7 +12,7 @@ keys are found one at a time with the model's own ``get_by_natural_key``.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import connections, models
@@ -50,7 +50,7 @@ class _Recorder:
         return _Leaf(self._path + (name,))
 
 
-@lru_cache(maxsize=None)
+@cache
 def lookups(model: type[models.Model]) -> tuple[str, ...] | None:
     """The ORM lookups whose values make up ``model``'s natural key, or None if unknown."""
     try:

@@ -29,8 +29,8 @@ tx_name=...).update(is_error=False)``) and replay.
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
-from typing import Callable
+from collections.abc import Callable
+from functools import cache
 
 from django.core.signals import setting_changed
 from django.db import models
@@ -52,7 +52,7 @@ def name_of(hook) -> str:
     return f"{getattr(hook, '__module__', '?')}.{getattr(hook, '__qualname__', repr(hook))}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def hooks_for(model: type[models.Model]) -> tuple[Repair, ...]:
     """The repair hooks of ``model``: its own, then those of the setting.
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 from django.apps import apps
 from django.db import DatabaseError, connections, transaction
@@ -50,7 +50,7 @@ logger = logging.getLogger("syncrouter.replay")
 class _UnitFailed(Exception):
     """One member of a unit could not be applied: the whole unit rolls back."""
 
-    def __init__(self, member: "_Prepared", outcome: Outcome):
+    def __init__(self, member: _Prepared, outcome: Outcome):
         super().__init__(outcome.text)
         self.member = member
         self.outcome = outcome
@@ -284,7 +284,7 @@ class Replayer:
                         raise _UnitFailed(item, outcome) from None
                     except Exception as exc:  # isolate the unit: guarantee 7
                         raise _UnitFailed(item, self._failure(item, exc)) from exc
-            for item, (kind, text) in zip(prepared, done):
+            for item, (_kind, text) in zip(prepared, done):
                 if not self._consume(item.row, text):
                     raise _UnitFailed(item, Outcome("skipped",
                                                     "already consumed by another replay"))

@@ -31,12 +31,19 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
-from typing import Callable, Iterable, Iterator, NamedTuple
+from typing import NamedTuple
 
 from django.db import (
-    DatabaseError, DataError, IntegrityError, InterfaceError, OperationalError, connections,
-    models, transaction,
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connections,
+    models,
+    transaction,
 )
 from django.utils import timezone
 

@@ -64,10 +64,10 @@ import tempfile
 import uuid
 import zipfile
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Iterable, Iterator
 
 import orjson
 from django.db import InterfaceError, OperationalError, connections, transaction
@@ -78,7 +78,12 @@ from .. import conf, trust
 from ..exceptions import SyncError
 from ..trust import crypto_files
 from .copy import (
-    IDENTITY_FIELDS, Batch, CopyInterrupted, CopyResult, keyset_pages, value_problem,
+    IDENTITY_FIELDS,
+    Batch,
+    CopyInterrupted,
+    CopyResult,
+    keyset_pages,
+    value_problem,
     write_batch,
 )
 from .refusals import Ledger, Refused, describe

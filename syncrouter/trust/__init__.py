@@ -10,7 +10,7 @@ The pipeline calls into this package at four places, each one line:
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .. import conf
 from . import keys, signing

@@ -15,7 +15,7 @@ lets unsigned rows of enrolled, unrevoked producers through (the upgrade path).
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 import orjson
 

@@ -228,7 +228,7 @@ class Command(BaseCommand):
                 try:
                     result = queryset.copy_to_incoming_transaction(
                         target, batch_size=batch_size,
-                        progress=lambda r: progress.copy(CopyResult(done.copied + r.copied,
+                        progress=lambda r, done=done: progress.copy(CopyResult(done.copied + r.copied,
                                                                     done.already_present
                                                                     + r.already_present)))
                 except CopyRefused as exc:
