@@ -44,8 +44,8 @@ from django.db import models
 from django.db.models import signals
 
 from . import serialization as ser
-from .capture.context import is_replaying
 from .exceptions import SyncError
+from .state import is_replaying
 
 #: The tracked model's attribute that keeps its history model out (``False``).
 OPT_OUT = "sync_history"

@@ -10,10 +10,10 @@ import pytest
 from django.test import override_settings
 
 from syncrouter import serialization as ser
-from syncrouter.capture.context import replaying
 from syncrouter.exceptions import SyncError
 from syncrouter.models import Conflict, IncomingTransaction
 from syncrouter.replay.conflicts import resolve
+from syncrouter.state import replaying
 from tests import factories
 from tests.test_replay_support import TRANSACTIONAL, incoming, outcomes, producer, push, replay
 from tests.testapp.models import Household

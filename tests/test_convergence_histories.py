@@ -17,10 +17,10 @@ from django.db import OperationalError, close_old_connections, connections
 from django.test import override_settings
 
 from syncrouter import conf, serialization as ser
-from syncrouter.capture.context import replaying
 from syncrouter.models import Conflict, IncomingTransaction, OutgoingTransaction
 from syncrouter.replay.conflicts import resolve
 from syncrouter.signals import pre_replay
+from syncrouter.state import replaying
 from tests import factories
 from tests.checksum import node_checksums
 from tests.convapp.models import Family, Person, Site, Tag, Visit

@@ -61,10 +61,10 @@ from hypothesis.stateful import (
 )
 
 from syncrouter import conf, serialization as ser
-from syncrouter.capture.context import replaying
 from syncrouter.models import Conflict, IncomingTransaction, OutgoingTransaction, ProducerClock
 from syncrouter.replay.conflicts import resolve
 from syncrouter.replay.runner import Replayer
+from syncrouter.state import replaying
 from syncrouter.transfer.files import export_transactions, import_transactions, pending
 from tests import pg
 from tests.checksum import table_checksum

@@ -4,11 +4,11 @@ from django.db import connections, transaction
 from django.test.utils import CaptureQueriesContext
 
 from syncrouter import serialization as ser
-from syncrouter.capture.context import replaying
 from syncrouter.models import Conflict, IncomingTransaction
 from syncrouter.replay import natural
 from syncrouter.replay.messages import ReplayLog
 from syncrouter.signals import post_replay, pre_replay
+from syncrouter.state import replaying
 from tests import factories
 from tests.checksum import node_checksums
 from tests.test_replay_support import TRANSACTIONAL, outcomes, producer, push, replay

@@ -1,8 +1,8 @@
 """Re-runs: the same incoming rows replayed again, in any order or overlap, change nothing."""
 import random
 
-from syncrouter.capture.context import replaying
 from syncrouter.models import Conflict, IncomingTransaction
+from syncrouter.state import replaying
 from tests import factories
 from tests.checksum import node_checksums
 from tests.test_replay_support import TRANSACTIONAL, outcomes, producer, push, replay

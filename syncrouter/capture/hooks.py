@@ -28,8 +28,8 @@ from django.db.models import signals
 
 from .. import conf
 from ..registry import site_sync_models
+from ..state import is_replaying
 from . import changes
-from .context import is_replaying
 from .rawsql import captured_writes
 
 

@@ -34,15 +34,12 @@ from collections import Counter
 from collections.abc import Callable
 from contextlib import contextmanager
 
-from django.db import connections, transaction
+from django.db import transaction
 
 from ..registry import site_sync_models
-from .context import replaying
+from ..state import replaying, state_of
 
 logger = logging.getLogger("syncrouter.rawsql")
-
-#: Connection attribute holding the ``LocalWrites`` of the command running on it.
-LOCAL = "syncrouter_local_writes"
 
 
 class LocalWrites:
@@ -67,18 +64,17 @@ def local_writes(alias: str, report: Callable[[LocalWrites], None] | None):
     """Capture off on ``alias`` for the block, its registered writes counted; ``report``
     is called with them when the block ends normally. A nested block joins the outer
     one (loaddata called from a data migration)."""
-    connection = connections[alias]
-    outer = getattr(connection, LOCAL, None)
-    if outer is not None:
-        yield outer
+    per_connection = state_of(alias)
+    if per_connection.local is not None:
+        yield per_connection.local
         return
     record = LocalWrites(alias)
-    setattr(connection, LOCAL, record)
+    per_connection.local = record
     try:
         with replaying(alias):  # capture off for the alias, as while replaying
             yield record
     finally:
-        setattr(connection, LOCAL, None)
+        per_connection.local = None
     if report is not None:
         report(record)
 
@@ -169,7 +165,7 @@ def install() -> None:
     def save_obj(original):
         def save_obj_(self, obj):
             saved = original(self, obj)
-            record = getattr(connections[self.using], LOCAL, None)
+            record = state_of(self.using).local
             if saved and record is not None and site_sync_models.guards(type(obj.object)):
                 record.rows[obj.object._meta.label_lower] += 1
             return saved

@@ -19,8 +19,7 @@ from django.db import connections
 from django.utils import timezone
 
 from .. import conf, serialization as ser, trust
-
-_TXID = "syncrouter_db_transaction"
+from ..state import state, state_of
 
 
 def hlc_now() -> int:
@@ -38,11 +37,12 @@ def current_db_transaction_id(connection) -> uuid.UUID:
     # write of a test would look like one client transaction to replay.
     outer = next((block for block in connection.atomic_blocks
                   if not getattr(block, "_from_testcase", False)), None)
-    current = getattr(connection, _TXID, None)
+    per_connection = state(connection)
+    current = per_connection.db_transaction
     if current is None or current[0] is not outer:
         current = (outer, uuid.uuid4())
-        setattr(connection, _TXID, current)
-        connection.on_commit(lambda: setattr(connection, _TXID, None))
+        per_connection.db_transaction = current
+        connection.on_commit(lambda: setattr(per_connection, "db_transaction", None))
     return current[1]
 
 
@@ -104,9 +104,6 @@ def next_sequence(connection, producer: str, count: int = 1) -> tuple[int, int]:
     return row[0], row[1]
 
 
-_BUFFER = "syncrouter_outbox_buffer"
-
-
 def max_params(connection) -> int:
     """How many query parameters one statement may carry on ``connection``.
 
@@ -130,7 +127,7 @@ def record(using: str, model, instance_pk, action: str, payload: dict) -> None:
 
 def record_entries(using: str, entries: list[tuple[str, object, str, dict]]) -> None:
     """``record_many``, or add the entries to the open ``batch`` on ``using`` (keeps order)."""
-    buffer = getattr(connections[using], _BUFFER, None)
+    buffer = state_of(using).outbox_buffer
     if buffer is not None:
         buffer.extend(entries)
     else:
@@ -186,14 +183,14 @@ def batch(using: str):
     Re-entrant: an inner batch joins the outer one. Must run inside the atomic
     block of the writes it records; on an exception nothing is written.
     """
-    connection = connections[using]
-    if getattr(connection, _BUFFER, None) is not None:
-        yield getattr(connection, _BUFFER)
+    per_connection = state_of(using)
+    if per_connection.outbox_buffer is not None:
+        yield per_connection.outbox_buffer
         return
     buffer: list = []
-    setattr(connection, _BUFFER, buffer)
+    per_connection.outbox_buffer = buffer
     try:
         yield buffer
     finally:
-        setattr(connection, _BUFFER, None)
+        per_connection.outbox_buffer = None
     record_many(using, buffer)

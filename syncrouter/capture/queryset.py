@@ -33,24 +33,22 @@ from django.db.models.deletion import Collector
 from .. import conf
 from ..exceptions import SyncError
 from ..registry import site_sync_models
+from ..state import is_replaying, state_of
 from . import changes, outbox
-from .context import is_replaying
 from .rawsql import captured_writes
-
-_BULK = "syncrouter_bulk_write"
 
 
 @contextmanager
 def _capturing(using: str):
     """Atomic, marked for the raw-SQL guard, and flagged so that Django's own nested
     queryset calls (bulk_update calls update()) are not captured twice."""
-    connection = connections[using]
+    per_connection = state_of(using)
     with transaction.atomic(using=using, savepoint=False), captured_writes(using):
-        setattr(connection, _BULK, True)
+        per_connection.bulk_write = True
         try:
             yield
         finally:
-            setattr(connection, _BULK, False)
+            per_connection.bulk_write = False
 
 
 def _fetch(model, using: str, pks, lock: bool = False) -> dict:
@@ -183,7 +181,7 @@ def _wrap_queryset_method(original, capture):
         if not site_sync_models.guards(model):
             return original(self, *args, **kwargs)
         using = self._db or router.db_for_write(model, **self._hints)
-        if (getattr(connections[using], _BULK, False) or is_replaying(using)
+        if (state_of(using).bulk_write or is_replaying(using)
                 or not conf.capture_enabled() or not site_sync_models.is_registered(model)):
             with captured_writes(using):
                 return original(self, *args, **kwargs)

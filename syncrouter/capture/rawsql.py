@@ -34,12 +34,10 @@ from sqlparse.exceptions import SQLParseError
 
 from .. import conf
 from ..exceptions import SyncError
-from .context import connection_flag, is_replaying
-from .local import LOCAL
+from ..state import is_replaying, state, switched_on
 
 logger = logging.getLogger("syncrouter.rawsql")
 
-_FLAG = "syncrouter_captured_writes"
 _WRITE = re.compile(r"\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*(insert|update|delete|truncate|replace|"
                     r"merge|with)\b", re.IGNORECASE | re.DOTALL)
 #: The keyword after which each kind of write names its target table.
@@ -49,7 +47,7 @@ _TARGET_AFTER = {"INSERT": ("INTO",), "REPLACE": ("INTO",), "UPDATE": ("UPDATE",
 
 def captured_writes(alias: str):
     """Mark the writes made on ``alias`` inside the block as seen by capture."""
-    return connection_flag(alias, _FLAG)
+    return switched_on(alias, "captured_writes")
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][\w$]*")
@@ -129,8 +127,9 @@ def guard(execute, sql, params, many, context):
     for that command's one-line report instead, and never refused.
     """
     connection = context["connection"]
-    local = getattr(connection, LOCAL, None)
-    if (local is not None or not getattr(connection, _FLAG, False)) and isinstance(sql, str):
+    per_connection = state(connection)
+    local = per_connection.local
+    if (local is not None or not per_connection.captured_writes) and isinstance(sql, str):
         match = _WRITE.match(sql)
         named = _named_tables(sql) if match else None
         if named and local is not None:

@@ -35,9 +35,9 @@ from django.db import connections, transaction
 from django.db.models import F
 
 from .. import serialization as ser
-from ..capture.context import replaying
 from ..lookups import AnyOf
 from ..signals import post_replay, pre_replay
+from ..state import replaying
 from . import bulk, keys, natural, values
 from .apply import guarded_delete
 from .messages import Outcome

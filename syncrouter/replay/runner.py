@@ -32,9 +32,9 @@ from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from .. import conf, serialization as ser, trust
-from ..capture.context import replaying
 from ..exceptions import ReplayRefused
 from ..registry import site_sync_models
+from ..state import replaying
 from ..transfer.copy import IDENTITY_FIELDS, TransferQuerySet, keyset_pages
 from . import batch, dberrors, dryrun, keys, own, repairs
 from .apply import apply_row
