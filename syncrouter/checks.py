@@ -5,6 +5,8 @@ from django.core import checks
 from . import conf, history
 from .exceptions import SyncError
 from .registry import missing_natural_key_parts, site_sync_models
+from .replay import repairs
+from .trust import keys
 
 
 @checks.register()
@@ -33,8 +35,6 @@ def check_history(app_configs=None, **kwargs):
 @checks.register()
 def check_payload_repairs(app_configs=None, **kwargs):
     """Every payload repair hook can be imported and belongs to a registered model."""
-    from .replay import repairs
-
     errors = []
     declared = conf.get(repairs.SETTING)
     for label in declared:
@@ -79,8 +79,6 @@ def check_settings(app_configs=None, **kwargs):
 @checks.register()
 def check_trust(app_configs=None, **kwargs):
     """A node that signs needs its key before the first write; say so at ``check``."""
-    from .trust import keys
-
     if not conf.get("SYNCROUTER_SIGN") or not conf.capture_enabled():
         return []
     alias = conf.local_alias()

@@ -38,6 +38,7 @@ from django.db import transaction
 
 from ..registry import site_sync_models
 from ..state import replaying, state_of
+from . import changes, outbox
 
 logger = logging.getLogger("syncrouter.rawsql")
 
@@ -125,8 +126,6 @@ def capture_existing(queryset) -> int:
     different row under the same natural key records a conflict. Returns the
     number of rows recorded.
     """
-    from . import changes, outbox
-
     using = queryset.db
     with transaction.atomic(using=using):
         objs = list(queryset)

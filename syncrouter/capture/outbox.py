@@ -19,6 +19,7 @@ from django.db import connections
 from django.utils import timezone
 
 from .. import conf, serialization as ser, trust
+from ..models import OutgoingTransaction, ProducerClock
 from ..state import state, state_of
 
 
@@ -61,8 +62,6 @@ def _statements(connection) -> dict:
 
 
 def _build_statements(vendor: str, quote) -> dict:
-    from ..models import OutgoingTransaction, ProducerClock
-
     clock = quote(ProducerClock._meta.db_table)
     out = quote(OutgoingTransaction._meta.db_table)
     # N = 1 for one row; for N rows the clock ends N - 1 ticks past the first row's.
@@ -87,8 +86,6 @@ def next_sequence(connection, producer: str, count: int = 1) -> tuple[int, int]:
     The UPDATE locks the producer's clock row until commit, so concurrent writers
     on PostgreSQL queue instead of taking the same numbers.
     """
-    from ..models import ProducerClock
-
     sql = _statements(connection)
     now = hlc_now()
     with connection.cursor() as cursor:

@@ -34,6 +34,7 @@ from sqlparse.exceptions import SQLParseError
 
 from .. import conf
 from ..exceptions import SyncError
+from ..registry import site_sync_models
 from ..state import is_replaying, state, switched_on
 
 logger = logging.getLogger("syncrouter.rawsql")
@@ -55,8 +56,6 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][\w$]*")
 
 def _named_tables(sql: str) -> set[str]:
     """Registered tables whose names occur in ``sql`` as identifiers (a few µs)."""
-    from ..registry import site_sync_models
-
     tables = site_sync_models.db_tables()
     found = tables.intersection(_IDENTIFIER.findall(sql))
     if not found and not sql.islower():

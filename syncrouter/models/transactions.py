@@ -10,8 +10,7 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
-from ..replay.runner import ReplayQuerySet
-from ..transfer.copy import TransferQuerySet
+from .managers import IncomingManager, TransactionManager
 
 ACTIONS = (("I", "insert"), ("U", "update"), ("D", "delete"))
 
@@ -48,7 +47,7 @@ class TransactionBase(models.Model):
     error = models.TextField(blank=True, default="")
     batch_id = models.CharField(max_length=64, blank=True, default="")
 
-    objects = TransferQuerySet.as_manager()
+    objects = TransactionManager()
 
     class Meta:
         abstract = True
@@ -84,7 +83,7 @@ class IncomingTransaction(TransactionBase):
     is_refused = models.BooleanField(
         default=False, db_default=False, help_text="Refused by a signature check or a write rule (see error).")
 
-    objects = ReplayQuerySet.as_manager()
+    objects = IncomingManager()
 
     class Meta(TransactionBase.Meta):
         constraints = [

@@ -11,6 +11,7 @@ from django.db import connections, models
 from django.db.models.deletion import Collector, ProtectedError, RestrictedError
 
 from .. import serialization as ser
+from ..models import IncomingTransaction, OutgoingTransaction
 from ..signals import post_replay, pre_replay
 from . import conflicts
 from .messages import Outcome
@@ -237,8 +238,6 @@ def apply_insert(model, payload: dict, alias: str, tx, existing, gap=None) -> tu
 def _deleted_by_key(model, key, alias: str) -> bool:
     """Whether this node deleted a row of ``model`` under natural key ``key`` (for models
     whose primary key does not travel, so a row deleted here has no key in common)."""
-    from ..models import IncomingTransaction, OutgoingTransaction
-
     needle = f'"nk":{ser.dumps(key)}'
     rows = {"tx_name": model._meta.label_lower, "action": "D", "tx__contains": needle}
     return (IncomingTransaction.objects.using(alias).filter(is_consumed=True, **rows).exists()

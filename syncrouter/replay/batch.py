@@ -36,6 +36,7 @@ from django.db.models import F
 
 from .. import serialization as ser
 from ..lookups import AnyOf
+from ..models import IncomingTransaction
 from ..signals import post_replay, pre_replay
 from ..state import replaying
 from . import bulk, keys, natural, values
@@ -89,8 +90,6 @@ def _overtaken(label: str, items, alias: str) -> set:
     Those go the row-by-row way, which works out what of them still counts
     (``conflicts.Later``).
     """
-    from ..models import IncomingTransaction
-
     rows = defaultdict(list)
     for item in items:
         rows[item.row.tx_pk].append(item.row)

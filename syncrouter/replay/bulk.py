@@ -18,6 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from ..lookups import AnyOf
+from ..models import IncomingTransaction
 
 
 def insert(model: type[models.Model], columns: list[str], rows: list, alias: str) -> None:
@@ -54,8 +55,6 @@ def consume(ids: list, alias: str, consumer: str) -> int:
     Only rows still pending are marked, so a count short of ``len(ids)`` means
     another replay took some of them first.
     """
-    from ..models import IncomingTransaction
-
     return IncomingTransaction.objects.using(alias).filter(
         AnyOf(F("id"), ids), is_consumed=False).update(
         is_consumed=True, is_deferred=False, is_error=False, error="",

@@ -31,25 +31,21 @@ Fields with ``auto_now`` are not compared: every save changes them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field as dataclass_field
-from typing import TYPE_CHECKING
 
 from django.db.models import Max
 from django.utils import timezone
 
 from .. import conf, serialization as ser
 from ..exceptions import SyncError
+from ..models import Conflict, IncomingTransaction, OutgoingTransaction
+from ..models.conflict import POLICIES
 from .messages import Outcome
-
-if TYPE_CHECKING:
-    from ..models import Conflict
 
 #: A before-state value that matches nothing: the producer did not know this node's row.
 UNKNOWN = object()
 
 
 def policy_for(model) -> str:
-    from ..models.conflict import POLICIES
-
     label = model._meta.label_lower
     policy = conf.get("SYNCROUTER_CONFLICT_POLICIES").get(
         label, getattr(model, "sync_conflict_policy", conf.get("SYNCROUTER_CONFLICT_POLICY")))
@@ -96,8 +92,6 @@ def row_hlc(model, pk, key, alias: str) -> int | None:
     over a row with another primary key (an insert that met this row under its
     natural key) only through the conflict ledger, by natural key.
     """
-    from ..models import Conflict, IncomingTransaction, OutgoingTransaction
-
     label, pk = model._meta.label_lower, str(pk)
     latest = [
         IncomingTransaction.objects.using(alias).filter(
@@ -166,8 +160,6 @@ class Later:
 
 def later_changes(tx, alias: str) -> Later:
     """The ``Later`` of ``tx``: one indexed query on (tx_name, tx_pk, producer, sequence)."""
-    from ..models import IncomingTransaction
-
     later = Later()
     rows = IncomingTransaction.objects.using(alias).filter(
         tx_name=tx.tx_name, tx_pk=tx.tx_pk, producer=tx.producer, sequence__gt=tx.sequence,
@@ -205,8 +197,6 @@ def _written(payload: dict) -> list[str]:
 
 def deleted_here(model, pk, alias: str) -> bool:
     """Whether this node deleted the row with primary key ``pk`` (replayed or locally)."""
-    from ..models import IncomingTransaction, OutgoingTransaction
-
     if pk is None:
         return False
     rows = {"tx_name": model._meta.label_lower, "tx_pk": str(pk), "action": "D"}
@@ -217,8 +207,6 @@ def deleted_here(model, pk, alias: str) -> bool:
 def insert_resolution(tx, alias: str) -> str | None:
     """How this node settled the insert of ``tx``'s row (its producer and ``tx_pk``) when
     that insert met another row here: a ``Conflict`` resolution, or None if it met none."""
-    from ..models import Conflict, IncomingTransaction
-
     inserts = IncomingTransaction.objects.using(alias).filter(
         tx_name=tx.tx_name, tx_pk=tx.tx_pk, producer=tx.producer, action="I").values("id")
     return Conflict.objects.using(alias).filter(tx_id__in=inserts).values_list(
@@ -248,8 +236,6 @@ def check(model, existing, payload: dict, alias: str, tx, before: dict,
     carrying its unsaved ledger row. A decision taken earlier (``resolve()``, or
     a replay rolled back after the ledger row was written) is acted on.
     """
-    from ..models import Conflict
-
     recorded = Conflict.objects.using(alias).filter(tx_id=tx.id).first()
     if recorded is not None and recorded.resolution != "pending":
         incoming = recorded.resolution == "incoming_applied"
@@ -299,8 +285,6 @@ def resolve(conflict: Conflict, keep: str, by: str = "") -> Conflict:
     conflict with nothing apply. The decision is saved on the ledger row's own
     database; the next replay there acts on it. ``by`` names who decided.
     """
-    from ..models import IncomingTransaction
-
     if keep not in KEEP:
         raise SyncError(f"resolve(keep={keep!r}): keep must be 'server' or 'incoming'.")
     alias = conflict._state.db

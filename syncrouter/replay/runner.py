@@ -33,6 +33,7 @@ from django.utils import timezone
 
 from .. import conf, serialization as ser, trust
 from ..exceptions import ReplayRefused
+from ..models import ProducerClock
 from ..registry import site_sync_models
 from ..state import replaying
 from ..transfer.copy import IDENTITY_FIELDS, TransferQuerySet, keyset_pages
@@ -350,8 +351,6 @@ class Replayer:
 
     def _advance_clock(self) -> None:
         """Hybrid logical clock receive rule: this node's clock passes every replayed change."""
-        from ..models import ProducerClock
-
         if not self.max_hlc:
             return
         producer = conf.node_for_alias(self.alias).name

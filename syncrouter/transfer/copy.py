@@ -33,7 +33,6 @@ import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
-from typing import NamedTuple
 
 from django.db import (
     DatabaseError,
@@ -47,25 +46,18 @@ from django.db import (
 )
 from django.utils import timezone
 
-from .. import conf, serialization as ser, trust
+from .. import conf, trust
 from ..exceptions import SyncError
+from ..models import IncomingTransaction
+from . import pgcopy
 from .refusals import Ledger, Refused, describe
+from .rows import IDENTITY_FIELDS, CopyResult, incoming_hops
 
 logger = logging.getLogger("syncrouter.transfer")
-
-#: Fields a transaction keeps on every hop.
-IDENTITY_FIELDS = ("id", "tx", "tx_name", "tx_pk", "producer", "hostname", "sequence",
-                   "db_transaction_id", "hlc", "action", "timestamp", "signature")
-
 
 #: A copy of at least this many rows into a PostgreSQL inbox ends with ANALYZE
 #: (``pgcopy.analyze_inbox``), so that replay's queries are planned for its new size.
 ANALYZE_AFTER = 10_000
-
-
-class CopyResult(NamedTuple):
-    copied: int
-    already_present: int
 
 
 class CopyInterrupted(SyncError):
@@ -162,16 +154,9 @@ def identity_clash(target: str, producer: str, sequence: int, held_id, source_id
             "sequence (restored from a backup?)")
 
 
-def incoming_hops(row, target_name: str) -> str:
-    """The row's hop list with the target appended, as stored on the target."""
-    return ser.dumps(ser.loads(row.hops) + [target_name])
-
-
 @lru_cache(maxsize=None)
 def _char_limits() -> tuple[tuple[str, int], ...]:
     """(field, max_length) of the inbox's character columns that travel."""
-    from ..models import IncomingTransaction
-
     fields = (IncomingTransaction._meta.get_field(name) for name in IDENTITY_FIELDS)
     return tuple((f.attname, f.max_length) for f in fields
                  if isinstance(f, models.CharField) and f.max_length)
@@ -324,8 +309,6 @@ def _identity_clashes(incoming, target: str, rows) -> list[tuple]:
 def _clashes_of_screened(batch: Batch, target: str) -> None:
     """Look for clashes among the rows screened out for their values too: the writers
     only see the rows they write, and a clash blocks the producer's later rows."""
-    from ..models import IncomingTransaction
-
     screened = [row for row in batch.rows
                 if row.id in batch.refused and row.producer not in batch.blocked]
     if screened:
@@ -347,8 +330,6 @@ def _id_chunks(rows, alias: str) -> list[list]:
 
 def _insert_batch(batch: Batch, target: str, target_name: str) -> CopyResult:
     """Portable path: a SELECT for the ids already there, one bulk INSERT for the rest."""
-    from ..models import IncomingTransaction
-
     rows = batch.sendable()
     present = set()
     for ids in _id_chunks(rows, target):
@@ -401,7 +382,7 @@ def write_batch(batch: Batch, target: str, target_name: str) -> Batch:
     """
     connection = connections[target]
     if connection.vendor == "postgresql":
-        from .pgcopy import copy_batch as write
+        write = pgcopy.copy_batch
     else:
         write = _insert_batch
     batch.screen(lambda row: value_problem(row, connection.vendor))
@@ -513,9 +494,7 @@ class TransferQuerySet(models.QuerySet):
                 f"copied and marked before the break ({present} already there); run the copy "
                 "again to finish.", side, done) from exc
         if copied >= ANALYZE_AFTER and connections[using].vendor == "postgresql":
-            from .pgcopy import analyze_inbox
-
-            analyze_inbox(using)
+            pgcopy.analyze_inbox(using)
         logger.info("Copied %d transactions from %s to %s (%d already there).",
                     copied, self.db, using, present)
         result = CopyResult(copied, present)

@@ -76,6 +76,7 @@ from django.utils.dateparse import parse_datetime
 
 from .. import conf, trust
 from ..exceptions import SyncError
+from ..models import IncomingTransaction, OutgoingTransaction
 from ..trust import crypto_files
 from .copy import (
     IDENTITY_FIELDS,
@@ -164,8 +165,6 @@ def pending(alias: str, flag: str = "is_consumed_server") -> list:
     Its own captured changes not yet marked ``flag``, and on a middleman or
     community node also the incoming transactions it has not forwarded.
     """
-    from ..models import IncomingTransaction, OutgoingTransaction
-
     querysets = [OutgoingTransaction.objects.using(alias).filter(**{flag: False})]
     if conf.node_for_alias(alias).role in ("middleman", "community"):
         querysets.append(IncomingTransaction.objects.using(alias).filter(**{flag: False}))

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from django.db import transaction
 from django.utils import timezone
 
+from ..models import Refusal
+
 #: How many refusals a message names one by one; ``status`` lists them all.
 NAMED = 10
 #: Ids per DELETE: below the parameter limit of every SQLite build.
@@ -60,8 +62,6 @@ class Ledger:
     """
 
     def __init__(self, alias: str, target: str):
-        from ..models import Refusal
-
         self.alias, self.target = alias, target
         self.rows = Refusal.objects.using(alias)
         #: Ids refused before, by an earlier attempt: cleared when they get through.
@@ -71,8 +71,6 @@ class Ledger:
     def settle(self, other_ids, refused: list[Refused]) -> None:
         """Record (again) the ``refused`` causes; forget ``other_ids``, the transactions
         of the attempt that are no cause (any more): sent, or held back by another."""
-        from ..models import Refusal
-
         through = [tx_id for tx_id in other_ids if tx_id in self.outstanding]
         if not through and not refused:
             return

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 import orjson
 
 from .. import conf
+from ..models import RefusedTransaction
 from . import devices, rules, signing
 
 logger = logging.getLogger("syncrouter.trust")
@@ -71,8 +72,6 @@ def screen(rows: list, target: str, source: str) -> list:
     """
     if not enabled() or not rows:
         return rows
-    from ..models import RefusedTransaction
-
     registry = devices.registry(target)
     own = conf.node_for_alias(target).name
     kept = []

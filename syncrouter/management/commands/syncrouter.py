@@ -33,10 +33,12 @@ from django.db import DatabaseError, connections
 
 from ... import conf
 from ...exceptions import ReplayRefused, SyncError
+from ...models import IncomingTransaction
 from ...replay import own
 from ...status import node_status
 from ...transfer.copy import CopyInterrupted, CopyRefused, CopyResult
 from ...transfer.files import ExportRefused, export_transactions, import_transactions, pending
+from ...trust import devices, keys
 
 logger = logging.getLogger("syncrouter.command")
 
@@ -249,8 +251,6 @@ class Command(BaseCommand):
         return Exit.OK, ""
 
     def replay(self, alias: str, batch_size, allow_own_host: bool) -> tuple[Exit, str]:
-        from ...models import IncomingTransaction
-
         progress = Progress(self.stdout, f"replay on {alias}")
         try:
             messages = IncomingTransaction.objects.using(alias).filter(
@@ -422,8 +422,6 @@ class Command(BaseCommand):
         return Exit.OK, ""
 
     def do_keys(self, **options):
-        from ...trust import devices, keys
-
         alias = self.alias(options["alias"], conf.local_alias())
         action = options["keys_action"]
         try:
