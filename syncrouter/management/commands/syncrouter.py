@@ -32,6 +32,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
 
 from ... import conf
+from ...enums import ReplayOutcome
 from ...exceptions import ReplayRefused, SyncError
 from ...models import IncomingTransaction
 from ...replay import own
@@ -42,7 +43,8 @@ from ...trust import devices, keys
 
 logger = logging.getLogger("syncrouter.command")
 
-ATTENTION = ("deferred", "conflict", "error", "refused")
+ATTENTION = (ReplayOutcome.DEFERRED, ReplayOutcome.CONFLICT, ReplayOutcome.ERROR,
+             ReplayOutcome.REFUSED)
 DUMMY = "django.db.backends.dummy"  # what Django puts in an empty 'default': {}
 
 
@@ -273,8 +275,8 @@ class Command(BaseCommand):
         if waiting:
             problems.append(f"{waiting} transactions on {alias!r} are deferred, in conflict or "
                             "in error; see 'manage.py syncrouter status'.")
-        mine = counts.get("skipped") and sum(
-            1 for message in messages if message.outcome == "skipped"
+        mine = counts.get(ReplayOutcome.SKIPPED) and sum(
+            1 for message in messages if message.outcome == ReplayOutcome.SKIPPED
             and message.text == own.SKIPPED)
         if mine:
             name = conf.node_for_alias(alias).name
