@@ -3,6 +3,7 @@ from django.conf import settings
 from django.core import checks
 
 from . import conf, history
+from .capture import patches
 from .exceptions import SyncError
 from .registry import missing_natural_key_parts, site_sync_models
 from .replay import repairs
@@ -94,3 +95,11 @@ def check_trust(app_configs=None, **kwargs):
             "every captured write will fail until it has one.",
             hint=f"manage.py syncrouter keys init --alias {alias}", id="syncrouter.W002")]
     return []
+
+
+@checks.register()
+def check_patched_django(app_configs=None, **kwargs):
+    """The Django methods capture wraps still take the parameters the wrappers read."""
+    return [checks.Error(problem, hint="Use a Django release this syncrouter version supports "
+                         "(see the README's Install section).", id="syncrouter.E007")
+            for problem in patches.shape_problems()]

@@ -150,20 +150,20 @@ def install() -> None:
     from django.db.migrations.migration import Migration
 
     def flush(original):
-        def execute_sql_flush(self, sql_list):
+        def execute_sql_flush(self, *args, **kwargs):
             with local_writes(self.connection.alias, _report_flush):
-                return original(self, sql_list)
+                return original(self, *args, **kwargs)
         return execute_sql_flush
 
     def load(original):
-        def loaddata_(self, fixture_labels):
+        def loaddata_(self, *args, **kwargs):
             with local_writes(self.using, _report_loaddata):
-                return original(self, fixture_labels)
+                return original(self, *args, **kwargs)
         return loaddata_
 
     def save_obj(original):
-        def save_obj_(self, obj):
-            saved = original(self, obj)
+        def save_obj_(self, obj, *args, **kwargs):
+            saved = original(self, obj, *args, **kwargs)
             record = state_of(self.using).local
             if saved and record is not None and site_sync_models.guards(type(obj.object)):
                 record.rows[obj.object._meta.label_lower] += 1
@@ -171,17 +171,17 @@ def install() -> None:
         return save_obj_
 
     def migrate(original):
-        def apply(self, project_state, schema_editor, collect_sql=False):
+        def apply(self, project_state, schema_editor, collect_sql=False, *args, **kwargs):
             if collect_sql:  # sqlmigrate: nothing runs
-                return original(self, project_state, schema_editor, collect_sql)
+                return original(self, project_state, schema_editor, collect_sql, *args, **kwargs)
             with local_writes(schema_editor.connection.alias, _report_migration(self)):
-                return original(self, project_state, schema_editor, collect_sql)
+                return original(self, project_state, schema_editor, collect_sql, *args, **kwargs)
         return apply
 
     def restore(original):
-        def deserialize_db_from_string(self, data):
+        def deserialize_db_from_string(self, *args, **kwargs):
             with local_writes(self.connection.alias, None):
-                return original(self, data)
+                return original(self, *args, **kwargs)
         return deserialize_db_from_string
 
     _wrap(BaseDatabaseOperations, "execute_sql_flush", flush)

@@ -116,7 +116,7 @@ def _without_conflicts(model, using: str, objs: list) -> list:
 
 
 def _bulk_create(original, queryset, using, objs, batch_size=None, ignore_conflicts=False,
-                 update_conflicts=False, update_fields=None, unique_fields=None):
+                 update_conflicts=False, update_fields=None, unique_fields=None, **others):
     """Insert and record exactly the rows written.
 
     ``ignore_conflicts``: the clashing objects are found first (one SELECT per
@@ -130,7 +130,7 @@ def _bulk_create(original, queryset, using, objs, batch_size=None, ignore_confli
     model = queryset.model._meta.concrete_model
     objs = list(objs)
     if not objs:
-        return original(queryset, objs, batch_size=batch_size)
+        return original(queryset, objs, batch_size=batch_size, **others)
     if update_conflicts:
         if not unique_fields:
             raise SyncError(
@@ -141,7 +141,7 @@ def _bulk_create(original, queryset, using, objs, batch_size=None, ignore_confli
         keys = list(dict.fromkeys(tuple(getattr(o, a) for a in attnames) for o in objs))
         before = _existing(model, using, attnames, keys)
         result = original(queryset, objs, batch_size=batch_size, update_conflicts=True,
-                          update_fields=update_fields, unique_fields=unique_fields)
+                          update_fields=update_fields, unique_fields=unique_fields, **others)
         after = _existing(model, using, attnames, keys)
         changes.load_related([*before.values(), *after.values()])
         entries = [changes.update_entry(before[key], after[key]) if key in before
@@ -150,17 +150,17 @@ def _bulk_create(original, queryset, using, objs, batch_size=None, ignore_confli
         return result
     written = _without_conflicts(model, using, objs) if ignore_conflicts else objs
     if written:
-        original(queryset, written, batch_size=batch_size)
+        original(queryset, written, batch_size=batch_size, **others)
     changes.load_related(written)
     outbox.record_entries(using, [changes.insert_entry(obj) for obj in written])
     return objs
 
 
-def _bulk_update(original, queryset, using, objs, fields, batch_size=None):
+def _bulk_update(original, queryset, using, objs, fields, batch_size=None, **others):
     model = queryset.model._meta.concrete_model
     objs = list(objs)
     before = _fetch(model, using, [obj.pk for obj in objs], lock=True)
-    result = original(queryset, objs, fields, batch_size=batch_size)
+    result = original(queryset, objs, fields, batch_size=batch_size, **others)
     outbox.record_entries(using, _update_entries(model, using, before))
     return result
 
@@ -200,17 +200,17 @@ def _wrap_collector_delete(original):
     their natural keys cost no query per deleted row."""
 
     @functools.wraps(original)
-    def wrapper(self):
+    def wrapper(self, *args, **kwargs):
         models = [*self.data, *(qs.model for qs in self.fast_deletes)]
         if not any(site_sync_models.guards(model) for model in models):
-            return original(self)
+            return original(self, *args, **kwargs)
         with transaction.atomic(using=self.using, savepoint=False), \
                 captured_writes(self.using), outbox.batch(self.using):
             doomed = [obj for model, objs in self.data.items()
                       if site_sync_models.is_registered(model) for obj in objs]
             changes.read_before(doomed, self.using)
             changes.load_related(doomed)
-            return original(self)
+            return original(self, *args, **kwargs)
 
     wrapper.syncrouter_original = original
     return wrapper
