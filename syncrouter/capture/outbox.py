@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from .. import conf, serialization as ser, trust
 from ..models import OutgoingTransaction, ProducerClock
+from ..params import max_params
 from ..state import state, state_of
 
 
@@ -99,22 +100,6 @@ def next_sequence(connection, producer: str, count: int = 1) -> tuple[int, int]:
                 [ProducerClock(producer=producer)], ignore_conflicts=True)
             return next_sequence(connection, producer, count)
     return row[0], row[1]
-
-
-def max_params(connection) -> int:
-    """How many query parameters one statement may carry on ``connection``.
-
-    SQLite's real limit (32766 since 3.32) is read from the open connection;
-    Django's feature flag says 999 for the oldest builds.
-    """
-    if connection.vendor == "sqlite":
-        connection.ensure_connection()
-        getlimit = getattr(connection.connection, "getlimit", None)
-        if getlimit is not None:
-            import sqlite3
-
-            return getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    return connection.features.max_query_params or 60000
 
 
 def record(using: str, model, instance_pk, action: str, payload: dict) -> None:

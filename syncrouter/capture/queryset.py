@@ -32,6 +32,7 @@ from django.db.models.deletion import Collector
 
 from .. import conf
 from ..exceptions import SyncError
+from ..params import chunks
 from ..registry import site_sync_models
 from ..state import is_replaying, state_of
 from . import changes, outbox
@@ -56,13 +57,12 @@ def _fetch(model, using: str, pks, lock: bool = False) -> dict:
     with ``lock``, locked where the database can (rows about to be written: no
     concurrent writer may change them between this read and the write)."""
     pks = list(dict.fromkeys(pks))
-    size = outbox.max_params(connections[using]) - 10
     query = model._base_manager.using(using)
     if lock and connections[using].features.has_select_for_update:
         query = query.select_for_update()
     rows = {}
-    for start in range(0, len(pks), size):
-        for obj in query.filter(pk__in=pks[start:start + size]):
+    for chunk in chunks(pks, connections[using]):
+        for obj in query.filter(pk__in=chunk):
             rows[obj.pk] = obj
     return rows
 
@@ -84,12 +84,10 @@ def _unique_checks(model) -> list[tuple[str, ...]]:
 def _existing(model, using: str, attnames: tuple, keys) -> dict:
     """key tuple -> row, for rows of ``model`` whose ``attnames`` values are in ``keys``."""
     keys = {key for key in keys if None not in key}
-    size = outbox.max_params(connections[using]) - 10
     firsts = sorted({key[0] for key in keys}, key=repr)
     found = {}
-    for start in range(0, len(firsts), size):
-        query = model._base_manager.using(using).filter(
-            **{f"{attnames[0]}__in": firsts[start:start + size]})
+    for chunk in chunks(firsts, connections[using]):
+        query = model._base_manager.using(using).filter(**{f"{attnames[0]}__in": chunk})
         for obj in query:
             key = tuple(getattr(obj, a) for a in attnames)
             if key in keys:

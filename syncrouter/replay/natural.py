@@ -20,11 +20,11 @@ from django.db.models import F
 
 from .. import serialization as ser
 from ..lookups import AnyOf, AnyRowOf
+from ..params import chunk_size
 
-#: Keys per query. Elsewhere each key takes a parameter (SQLite allows 999 per
-#: query); PostgreSQL takes each column's keys as one array (``lookups.AnyRowOf``),
-#: and one query for a whole batch beats many small ones by far.
-CHUNK = 500
+#: Keys per query on PostgreSQL, which takes each column's keys as one array
+#: (``lookups.AnyRowOf``): one query for a whole batch beats many small ones by far.
+#: Elsewhere each part of each key takes a parameter (``params.chunk_size``).
 ARRAY_CHUNK = 10_000
 
 
@@ -112,7 +112,7 @@ def _by_paths(model, paths: tuple, wanted: dict, alias: str) -> dict[str, object
     found: dict[str, object] = {}
     items = list(wanted.items())
     postgres = connections[alias].vendor == "postgresql"
-    size = ARRAY_CHUNK if postgres else CHUNK
+    size = ARRAY_CHUNK if postgres else chunk_size(connections[alias], len(paths))
     manager = model._base_manager.using(alias)
     for start in range(0, len(items), size):
         chunk = items[start:start + size]

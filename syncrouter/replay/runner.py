@@ -23,6 +23,7 @@ before-state waits for the hole instead of becoming a conflict.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -38,6 +39,7 @@ from ..models import ProducerClock
 from ..registry import site_sync_models
 from ..state import replaying
 from ..transfer.copy import IDENTITY_FIELDS, TransferQuerySet, keyset_pages
+from ..transfer.rows import transaction_groups
 from . import batch, dberrors, dryrun, keys, own, repairs
 from .apply import apply_row
 from .devices import consumer_node
@@ -81,16 +83,7 @@ def _connection_lost(alias: str) -> bool:
 def units(pages):
     """Rows grouped by client database transaction: consecutive rows of one producer
     sharing ``db_transaction_id``, kept together across page boundaries."""
-    unit = []
-    for page in pages:
-        for row in page:
-            if unit and (row.producer, row.db_transaction_id) != (
-                    unit[0].producer, unit[0].db_transaction_id):
-                yield unit
-                unit = []
-            unit.append(row)
-    if unit:
-        yield unit
+    return transaction_groups(itertools.chain.from_iterable(pages))
 
 
 class Replayer:

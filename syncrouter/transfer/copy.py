@@ -49,9 +49,18 @@ from django.utils import timezone
 from .. import conf, trust
 from ..exceptions import SyncError
 from ..models import IncomingTransaction
+from ..params import chunks
 from . import pgcopy
 from .refusals import Ledger, Refused, describe
-from .rows import IDENTITY_FIELDS, CopyResult, incoming_hops
+from .rows import (
+    IDENTITY_FIELDS,
+    CopyResult,
+    incoming_hops,
+    mark_sent,
+    same_group,
+    sent_flag,
+    transaction_groups,
+)
 
 logger = logging.getLogger("syncrouter.transfer")
 
@@ -136,16 +145,12 @@ def _whole_groups(pages: Iterable[list], size: int) -> Iterator[list]:
     """Cut the rows of ``pages`` again, each page running on to the end of a group."""
     page: list = []
     for row in itertools.chain.from_iterable(pages):
-        if len(page) >= size and not _same_group(page[-1], row):
+        if len(page) >= size and not same_group(page[-1], row):
             yield page
             page = []
         page.append(row)
     if page:
         yield page
-
-
-def _same_group(row, other) -> bool:
-    return (row.producer, row.db_transaction_id) == (other.producer, other.db_transaction_id)
 
 
 def identity_clash(target: str, producer: str, sequence: int, held_id, source_id) -> str:
@@ -316,16 +321,9 @@ def _clashes_of_screened(batch: Batch, target: str) -> None:
 
 
 def _id_chunks(rows, alias: str) -> list[list]:
-    """The rows' ids, in lists that one statement on ``alias`` can take as parameters.
-
-    A batch that holds a large client database transaction can run to
-    thousands of rows, past what some SQLite builds accept (Django assumes 999);
-    each list leaves room for 100 more parameters, the statement's own values.
-    """
-    ids = [row.id for row in rows]
-    limit = connections[alias].features.max_query_params
-    size = limit - 100 if limit else max(len(ids), 1)
-    return [ids[start:start + size] for start in range(0, len(ids), size)]
+    """The rows' ids, in lists that one statement on ``alias`` can take as parameters
+    (a batch that holds a large client database transaction can run to thousands)."""
+    return list(chunks([row.id for row in rows], connections[alias]))
 
 
 def _insert_batch(batch: Batch, target: str, target_name: str) -> CopyResult:
@@ -359,17 +357,6 @@ def refused_by_database(exc: Exception) -> bool:
     return isinstance(exc, DatabaseError) and sqlstate[:2] in _REFUSING_SQLSTATES
 
 
-def _groups(rows: list) -> list[list]:
-    """The rows cut into producer database transactions (consecutive, same producer and id)."""
-    groups: list[list] = []
-    for row in rows:
-        if groups and _same_group(groups[-1][-1], row):
-            groups[-1].append(row)
-        else:
-            groups.append([row])
-    return groups
-
-
 def write_batch(batch: Batch, target: str, target_name: str) -> Batch:
     """Write one batch on the target in one database transaction, refusing only what
     the target cannot take; ``batch.refused`` and ``batch.result`` say what happened.
@@ -388,20 +375,29 @@ def write_batch(batch: Batch, target: str, target_name: str) -> Batch:
     batch.screen(lambda row: value_problem(row, connection.vendor))
     _clashes_of_screened(batch, target)
     screened, clashed = dict(batch.refused), dict(batch.clashed)
+    error = _attempt(batch, write, target, target_name)
+    if error is None:
+        return batch
+    logger.info("%s refused a batch (%s); writing it one producer database transaction "
+                "at a time.", target, error)
+    batch.refused, batch.clashed = screened, clashed
+    with transaction.atomic(using=target):
+        for group in transaction_groups(batch.sendable()):
+            batch.join(_write_group(batch.part(group), write, target, target_name))
+    return batch
+
+
+def _attempt(part: Batch, write, target: str, target_name: str) -> DatabaseError | None:
+    """Write ``part`` in one transaction (a savepoint inside the caller's); None, or the
+    error with which the target refused it (any other error is raised)."""
     try:
         with transaction.atomic(using=target):
-            batch.result = write(batch, target, target_name)
-        return batch
+            part.result = write(part, target, target_name)
     except DatabaseError as exc:
         if not refused_by_database(exc):
             raise
-        logger.info("%s refused a batch (%s); writing it one producer database transaction "
-                    "at a time.", target, exc)
-    batch.refused, batch.clashed = screened, clashed
-    with transaction.atomic(using=target):
-        for group in _groups(batch.sendable()):
-            batch.join(_write_group(batch.part(group), write, target, target_name))
-    return batch
+        return exc
+    return None
 
 
 def _write_group(part: Batch, write, target: str, target_name: str) -> Batch:
@@ -412,15 +408,10 @@ def _write_group(part: Batch, write, target: str, target_name: str) -> Batch:
     if not part.sendable():
         return part
     for _ in range(2):
-        try:
-            with transaction.atomic(using=target):
-                part.result = write(part, target, target_name)
+        error = _attempt(part, write, target, target_name)
+        if error is None:
             return part
-        except DatabaseError as exc:
-            if not refused_by_database(exc):
-                raise
-            error = exc
-            part.refused, part.clashed = {}, {}  # all of it was sendable: back to that
+        part.refused, part.clashed = {}, {}  # all of it was sendable: back to that
     reason = " ".join(str(error).split())  # PostgreSQL's DETAIL and HINT on one line
     cause = part.refuse(part.rows[0], f"{target_name} refused it "
                                       f"({type(error).__name__}: {reason})")
@@ -452,7 +443,7 @@ class TransferQuerySet(models.QuerySet):
         if using == self.db:
             raise SyncError(f"Cannot copy transactions from alias {using!r} to itself.")
         target = conf.node_for_alias(using)
-        flag = "is_consumed_middleman" if target.role == "middleman" else "is_consumed_server"
+        flag = sent_flag(target)
         copied = present = 0
         side = self.db
         ledger = Ledger(self.db, target.name)
@@ -475,8 +466,10 @@ class TransferQuerySet(models.QuerySet):
                 screened_out = [row for row in rows if row.id not in kept] if kept is not None \
                     else []
                 with transaction.atomic(using=self.db):
-                    self._mark_copied([*batch.sendable(), *screened_out], **{flag: True},
-                                      consumed_datetime=timezone.now(), consumer=target.name)
+                    mark_sent(self.model, self.db,
+                              [row.id for row in [*batch.sendable(), *screened_out]],
+                              **{flag: True}, consumed_datetime=timezone.now(),
+                              consumer=target.name)
                     ledger.settle([row.id for row in rows if row.id not in causes]
                                   if ledger.outstanding else (), touched)
                 refused.update((id(cause), cause) for cause in touched)
@@ -508,8 +501,3 @@ class TransferQuerySet(models.QuerySet):
             logger.warning("%s", message)
             raise CopyRefused(message, result, causes)
         return result
-
-    def _mark_copied(self, rows, **values) -> None:
-        """Set ``values`` on the source rows of one batch (inside the caller's transaction)."""
-        for ids in _id_chunks(rows, self.db):
-            self.model.objects.using(self.db).filter(id__in=ids).update(**values)

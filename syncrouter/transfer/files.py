@@ -88,6 +88,7 @@ from .copy import (
     write_batch,
 )
 from .refusals import Ledger, Refused, describe
+from .rows import mark_sent
 
 logger = logging.getLogger("syncrouter.transfer")
 
@@ -281,9 +282,8 @@ def _mark_exported(path: Path, querysets: list, manifest: Manifest, size: int,
         for chunk in _batches(_lines(content, conf.max_transaction_bytes(), str(path)), size):
             ids = [orjson.loads(line)["id"] for _, line in chunk]
             for model in models:
-                model.objects.using(alias).filter(id__in=ids).update(
-                    is_consumed_server=True, consumed_datetime=now,
-                    consumer=f"file:{path.name}", batch_id=manifest.batch_id)
+                mark_sent(model, alias, ids, is_consumed_server=True, consumed_datetime=now,
+                          consumer=f"file:{path.name}", batch_id=manifest.batch_id)
 
 
 def _lines(content, limit: int, where: str) -> Iterator[tuple[int, bytearray]]:

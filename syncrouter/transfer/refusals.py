@@ -17,15 +17,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
 
 from ..models import Refusal
+from ..params import chunks
 
 #: How many refusals a message names one by one; ``status`` lists them all.
 NAMED = 10
-#: Ids per DELETE: below the parameter limit of every SQLite build.
-CHUNK = 500
 
 
 @dataclass
@@ -76,9 +75,8 @@ class Ledger:
             return
         now = timezone.now()
         with transaction.atomic(using=self.alias):
-            for start in range(0, len(through), CHUNK):
-                self.rows.filter(target=self.target,
-                                 tx_id__in=through[start:start + CHUNK]).delete()
+            for chunk in chunks(through, connections[self.alias]):
+                self.rows.filter(target=self.target, tx_id__in=chunk).delete()
             self.rows.bulk_create(
                 [Refusal(tx_id=cause.id, producer=cause.producer, sequence=cause.sequence,
                          target=self.target, reason=cause.reason, held_back=cause.held_back,

@@ -39,6 +39,7 @@ from ...replay import own
 from ...status import node_status
 from ...transfer.copy import CopyInterrupted, CopyRefused, CopyResult
 from ...transfer.files import ExportRefused, export_transactions, import_transactions, pending
+from ...transfer.rows import sent_flag
 from ...trust import devices, keys
 
 logger = logging.getLogger("syncrouter.command")
@@ -221,8 +222,7 @@ class Command(BaseCommand):
         code, message = self.reach(target, source, timeout=timeout)
         if code:
             return code, message
-        flag = ("is_consumed_middleman" if conf.node_for_alias(target).role == "middleman"
-                else "is_consumed_server")
+        flag = sent_flag(conf.node_for_alias(target))
         progress = Progress(self.stdout, f"{source} -> {target}")
         total = CopyResult(0, 0)
         refused = []
