@@ -95,7 +95,7 @@ def test_prefilter_and_parser():
 
 
 def test_unparseable_flagged_statement_counts_as_a_write():
-    """sqlparse refuses statements above 10,000 tokens (DESIGN.md §7)."""
+    """sqlparse refuses statements above 10,000 tokens."""
     ids = ", ".join(str(i) for i in range(6000))
     sql = f"UPDATE testapp_clinic SET name = 'x' WHERE id IN ({ids})"
     assert rawsql.writes_to_registered(sql) == [("UPDATE", "testapp_clinic")]

@@ -2,7 +2,7 @@
 
 ``record`` is the hot path of every captured ``save()``. It writes with plain SQL on
 the write's own connection instead of a second ORM ``create()``, which measured about
-1.4x faster per captured save (DESIGN.md §7), and it runs inside the atomic block
+1.4x faster per captured save (benchmarks/RESULTS.md), and it runs inside the atomic block
 of the data write, so both commit or neither does.
 
 ``record_many`` is the bulk path: N rows take one clock UPDATE that reserves N

@@ -15,7 +15,7 @@ write to a registered table is reported according to ``SYNCROUTER_RAW_SQL``:
 Django's own ``flush``, ``loaddata`` and migrations are not bypasses in this
 sense; ``local.py`` holds the policy for them, and none of them is ever refused.
 
-Cost (DESIGN.md §7): sqlparse takes milliseconds per statement, so each
+Cost (docs/architecture.md, "Measured costs"): sqlparse takes milliseconds per statement, so each
 statement first meets a regular expression for a write verb at its start (about
 1 µs; all a SELECT costs), then a set lookup of its identifiers against the
 registered tables (a few µs); only statements passing both are parsed. A statement

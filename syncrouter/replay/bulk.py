@@ -1,7 +1,7 @@
 """Write many rows of one model with one statement, the fastest way each backend has.
 
 PostgreSQL takes new rows with COPY (about three times ``bulk_create``,
-DESIGN.md §7); other backends with one ``executemany`` of an INSERT. Changed
+benchmarks/RESULTS.md); other backends with one ``executemany`` of an INSERT. Changed
 rows go in with one ``executemany`` of an UPDATE by primary key (psycopg runs
 it as a pipeline, sqlite3 and MySQLdb in C).
 

@@ -1,7 +1,7 @@
 """Find many rows by natural key in a few queries.
 
 ``get_by_natural_key`` finds one row per query (two or three with joins), which
-is most of the cost of replaying a row one at a time (DESIGN.md §7). Most
+is most of the cost of replaying a row one at a time (benchmarks/RESULTS.md). Most
 natural keys are a chain of attributes (``self.household_member.natural_key()
 + (self.visit_code,)``): calling ``natural_key()`` on a recording stand-in for
 the instance reveals the lookups behind each element

@@ -1,7 +1,7 @@
 """Write one batch into a PostgreSQL inbox with COPY.
 
 COPY through the Django connection's psycopg cursor runs about 3x faster than
-``bulk_create`` (DESIGN.md §7). It cannot skip rows that are already there, so
+``bulk_create`` (benchmarks/RESULTS.md). It cannot skip rows that are already there, so
 the batch goes into a TEMP staging table first, then one
 ``INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING`` moves the new rows; its
 row count is exactly the number of new rows.
