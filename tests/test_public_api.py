@@ -15,7 +15,7 @@ from syncrouter import (
     Resolution,
 )
 from syncrouter.replay import messages
-from tests import factories
+from tests.support import factories
 
 
 def test_import_loads_no_model_before_django_is_set_up():
