@@ -6,7 +6,7 @@ from django.conf import settings
 from django.core.management import call_command
 from django.db import connections
 
-from syncrouter.capture.context import replaying
+from syncrouter.state import replaying
 
 
 def _admin_connection():

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Iterator
 
 from django.db import connections, transaction
 
-from syncrouter.capture.context import replaying
+from syncrouter.state import replaying
 
 from .benchapp.models import PlainVisit, Visit
 

@@ -32,11 +32,13 @@ from django.core.management import call_command  # noqa: E402
 
 from syncrouter import conf  # noqa: E402
 from syncrouter.models import IncomingTransaction, OutgoingTransaction  # noqa: E402
-from syncrouter.trust import devices, keys  # noqa: E402
 from syncrouter.registry import site_sync_models  # noqa: E402
 from syncrouter.transfer.files import (  # noqa: E402
-    export_transactions, import_transactions, pending,
+    export_transactions,
+    import_transactions,
+    pending,
 )
+from syncrouter.trust import devices, keys  # noqa: E402
 from tests import checksum, factories  # noqa: E402
 from tests.testapp.models import CrfOne, HouseholdMember, SubjectVisit  # noqa: E402
 

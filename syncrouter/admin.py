@@ -2,7 +2,12 @@ from django.contrib import admin, messages
 
 from .exceptions import SyncError
 from .models import (
-    Conflict, Device, IncomingTransaction, OutgoingTransaction, Refusal, RefusedTransaction,
+    Conflict,
+    Device,
+    IncomingTransaction,
+    OutgoingTransaction,
+    Refusal,
+    RefusedTransaction,
 )
 from .replay import conflicts
 from .trust import atrest

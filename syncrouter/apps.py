@@ -8,15 +8,25 @@ class SyncRouterConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        """Register mixin models, import each installed app's ``sync_models`` module (or
-        ``offline_models``, django-offline's name for it), and install the queryset
-        capture, the raw-SQL guard and the policy for Django's own flush, loaddata and
-        migrations (once per process)."""
-        from . import checks  # noqa: F401  (registers the system checks)
-        from .capture import local, queryset, rawsql
-        from .models import SyncModelMixin
-        from .registry import site_sync_models
+        """Join the layers, register mixin models, import each installed app's
+        ``sync_models`` module (or ``offline_models``, django-offline's name for it),
+        and install the queryset capture, the raw-SQL guard and the policy for
+        Django's own flush, loaddata and migrations (once per process).
 
+        The models sit below capture, transfer and replay and import none of
+        them: here the mixin gets capture's save wrapper and the transaction
+        managers get the copy and replay querysets. Importing ``capture.hooks``
+        connects capture to the registry before the first model is registered.
+        """
+        from . import checks  # noqa: F401  (registers the system checks)
+        from .capture import hooks, local, queryset, rawsql
+        from .models import SyncModelMixin, managers, mixins
+        from .registry import site_sync_models
+        from .replay.runner import ReplayQuerySet
+        from .transfer.copy import OutboxQuerySet
+
+        mixins.use_save_scope(hooks.capture_scope)
+        managers.use_querysets(outgoing=OutboxQuerySet, incoming=ReplayQuerySet)
         for model in apps.get_models():
             if issubclass(model, SyncModelMixin) and not model._meta.proxy:
                 site_sync_models.register_mixin_model(model)

@@ -3,8 +3,11 @@ from django.conf import settings
 from django.core import checks
 
 from . import conf, history
+from .capture import patches
 from .exceptions import SyncError
 from .registry import missing_natural_key_parts, site_sync_models
+from .replay import repairs
+from .trust import keys
 
 
 @checks.register()
@@ -33,8 +36,6 @@ def check_history(app_configs=None, **kwargs):
 @checks.register()
 def check_payload_repairs(app_configs=None, **kwargs):
     """Every payload repair hook can be imported and belongs to a registered model."""
-    from .replay import repairs
-
     errors = []
     declared = conf.get(repairs.SETTING)
     for label in declared:
@@ -79,8 +80,6 @@ def check_settings(app_configs=None, **kwargs):
 @checks.register()
 def check_trust(app_configs=None, **kwargs):
     """A node that signs needs its key before the first write; say so at ``check``."""
-    from .trust import keys
-
     if not conf.get("SYNCROUTER_SIGN") or not conf.capture_enabled():
         return []
     alias = conf.local_alias()
@@ -136,3 +135,10 @@ def check_payload_keys_in_use(app_configs=None, databases=None, **kwargs):
                      f"syncrouter keys rotate-payloads --alias {alias}' before removing it.",
                 id="syncrouter.E008"))
     return errors
+
+
+def check_patched_django(app_configs=None, **kwargs):
+    """The Django methods capture wraps still take the parameters the wrappers read."""
+    return [checks.Error(problem, hint="Use a Django release this syncrouter version supports "
+                         "(see the README's Install section).", id="syncrouter.E009")
+            for problem in patches.shape_problems()]

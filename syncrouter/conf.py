@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import socket
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 from django.conf import settings as django_settings
 from django.core.signals import setting_changed
+
+from .exceptions import SyncError
 
 ROLES = ("client", "middleman", "community", "central")
 #: Longest node name: the ``producer`` column's length.
@@ -97,7 +99,7 @@ def max_transaction_bytes() -> int:
     return int(get("SYNCROUTER_MAX_TRANSACTION_BYTES"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def hostname() -> str:
     return socket.gethostname()
 
@@ -132,15 +134,11 @@ def _node(alias: str) -> Node:
     default_role = "client" if alias == local_alias() else "community"
     role = declared.get("role", default_role)
     if role not in ROLES:
-        from .exceptions import SyncError
-
         raise SyncError(
             f"SYNCROUTER_NODES[{alias!r}]['role'] is {role!r}; expected one of {', '.join(ROLES)}."
         )
     name = declared.get("name", f"{hostname()}-{alias}")
     if not isinstance(name, str) or not 0 < len(name) <= MAX_NAME:
-        from .exceptions import SyncError
-
         raise SyncError(
             f"The node name of alias {alias!r} is {name!r}; a node name is 1 to {MAX_NAME} "
             "characters (it is the producer of every transaction the node captures)."

@@ -41,11 +41,10 @@ from __future__ import annotations
 import functools
 
 from django.db import models
-from django.db.models import signals
 
 from . import serialization as ser
-from .capture.context import is_replaying
 from .exceptions import SyncError
+from .state import is_replaying
 
 #: The tracked model's attribute that keeps its history model out (``False``).
 OPT_OUT = "sync_history"
@@ -157,13 +156,6 @@ def _add_lookup(history) -> None:
         if manager.name == name and not isinstance(manager, _HistoryKeyLookup):
             manager.__class__ = type(manager.__class__.__name__,
                                      (_HistoryKeyLookup, manager.__class__), {})
-
-
-def stop_delete_capture(history: type[models.Model]) -> None:
-    """Leave deletes of ``history`` rows uncaptured: see the module docstring."""
-    from .capture import hooks
-
-    signals.post_delete.disconnect(sender=history, dispatch_uid=hooks._uid("delete", history))
 
 
 def _install_replay_guard() -> None:

@@ -7,7 +7,12 @@ calls ``site_sync_models.register([...])`` for models it does not own, such as
 tracked by django-simple-history brings its history model (``history.py``).
 
 The older tools' call forms (a wrapper class after the list, ``models=[...]``,
-``site_models(app, sync=...)``) are accepted and explained in ``compat.py``.
+``site_models(app, sync=...)``) are accepted by way of ``legacy.py`` and explained
+in ``compat.py``.
+
+Capture attaches to a model when it is registered: the registry sends
+``model_registered`` and ``model_unregistered``, and ``capture.hooks`` receives
+them. The registry sits below capture and imports none of it.
 """
 from __future__ import annotations
 
@@ -15,29 +20,20 @@ from collections.abc import Iterable
 
 from django.apps import apps
 from django.db import models
+from django.dispatch import Signal
 
 from . import history as history_support
 from .exceptions import AlreadyRegistered, SyncError
+from .legacy import legacy_labels, listed_models
+from .natural_keys import missing_natural_key_parts, require_natural_key
 
+__all__ = ["SiteSyncModels", "missing_natural_key_parts", "model_registered",
+           "model_unregistered", "require_natural_key", "site_sync_models"]
 
-def missing_natural_key_parts(model: type[models.Model]) -> list[str]:
-    """What ``model`` lacks to be found by natural key on another node."""
-    missing = []
-    if not callable(getattr(model, "natural_key", None)):
-        missing.append(f"the model method {model.__name__}.natural_key()")
-    if not callable(getattr(model._default_manager, "get_by_natural_key", None)):
-        missing.append(
-            f"the manager method {model.__name__}.{model._default_manager.name}.get_by_natural_key()"
-        )
-    return missing
-
-
-def require_natural_key(model: type[models.Model]) -> None:
-    missing = missing_natural_key_parts(model)
-    if missing:
-        raise SyncError(
-            f"{model._meta.label_lower} cannot be synchronised: it needs {' and '.join(missing)}."
-        )
+#: Sent with ``model`` when a model enters the registry (capture attaches to it) ...
+model_registered = Signal()
+#: ... and when it leaves (capture lets go of it).
+model_unregistered = Signal()
 
 
 class SiteSyncModels:
@@ -66,8 +62,6 @@ class SiteSyncModels:
         cannot travel.
         """
         if legacy or legacy_keywords or labels is None:
-            from .compat import legacy_labels
-
             labels = legacy_labels(labels, legacy, legacy_keywords)
         if isinstance(labels, (str, type)):
             labels = [labels]
@@ -101,21 +95,15 @@ class SiteSyncModels:
             self._companions[model._meta.label_lower] = companion
 
     def _add(self, model: type[models.Model]) -> None:
-        from .capture import hooks
-
         self._models[model._meta.label_lower] = model
         self.version += 1
-        hooks.install(model)
-        if history_support.tracked_model(model) is not None:
-            history_support.stop_delete_capture(model)
+        model_registered.send(sender=type(self), model=model)
 
     def unregister(self, label: str | type[models.Model]) -> None:
         """Take a model out (and the history model registered along with it)."""
-        from .capture import hooks
-
         model = self._models.pop(self._resolve(label)._meta.label_lower)
         self.version += 1
-        hooks.uninstall(model)
+        model_unregistered.send(sender=type(self), model=model)
         companion = self._companions.pop(model._meta.label_lower, None)
         if companion is not None and companion._meta.label_lower in self._models:
             self.unregister(companion)
@@ -174,8 +162,6 @@ class SiteSyncModels:
         ``.model_name`` and ``.sync`` (``compat.listed_models``).
         """
         if sync is not None or offline is not None:
-            from .compat import listed_models
-
             return listed_models(self, app_label, sync, offline)
         return [m for m in self._models.values() if app_label in (None, m._meta.app_label)]
 

@@ -2,7 +2,7 @@
 
 Sticky: a hint that carries an instance routes to the alias the instance came
 from, so related managers on rows loaded from ``server`` and
-``objects.using("server").create(fk=obj)`` stay on ``server`` (DESIGN.md §7).
+``objects.using("server").create(fk=obj)`` stay on ``server``.
 """
 from django.conf import settings
 

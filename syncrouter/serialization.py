@@ -7,7 +7,7 @@
      "old_nk": [natural key before update],    # only when the update changed it
      "m2m": {"field": name, "op": "add|remove|clear", "keys": [natural keys]}}
 
-Why this shape: a non-auto primary key (UUID) travels so the row keeps its
+Why this shape (see docs/architecture.md, "Capture"): a non-auto primary key (UUID) travels so the row keeps its
 identity; an auto-increment key does not (the target assigns its own). Foreign
 keys travel as the target row's natural key, never as a local id. Values are
 JSON-native where possible and otherwise strings that ``Field.to_python`` reads

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from django.db.models import Count, Max, Q
 
 from . import conf
+from .models import IncomingTransaction, OutgoingTransaction, Refusal, RefusedTransaction
 from .replay.gaps import ProducerStream, producer_streams
 
 
@@ -87,8 +88,6 @@ class NodeStatus:
 
 def node_status(alias: str) -> NodeStatus:
     """Status of the node behind ``alias``, producers in name order."""
-    from .models import IncomingTransaction, OutgoingTransaction, Refusal
-
     node = conf.node_for_alias(alias)
     received = {row["producer"]: row for row in IncomingTransaction.objects.using(alias)
                 .values("producer").annotate(
@@ -113,8 +112,6 @@ def node_status(alias: str) -> NodeStatus:
 def refused_producers(alias: str) -> list[RefusedProducer]:
     """Per producer: what copies, imports and replays on ``alias`` refused, and the latest
     reason (one query per table, and one per producer with refusals)."""
-    from .models import IncomingTransaction, RefusedTransaction
-
     at_entry = RefusedTransaction.objects.using(alias)
     at_replay = IncomingTransaction.objects.using(alias).filter(is_refused=True)
     entry = dict(at_entry.values("producer").annotate(n=Count("id")).values_list("producer", "n"))

@@ -1,15 +1,7 @@
-from dataclasses import dataclass
-
 import pytest
 
-from tests import pg
-
-DATABASES = ["client", "server"] + (["pgclient", "pgserver"] if pg.AVAILABLE else [])
-PAIRS = {
-    "sqlite-sqlite": ("client", "server"),
-    "sqlite-postgres": ("client", "pgserver"),
-    "postgres-postgres": ("pgclient", "pgserver"),
-}
+from tests.support import pg
+from tests.support.nodes import DATABASES, PAIRS, Nodes
 
 
 def pytest_configure(config):
@@ -24,18 +16,12 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.django_db(databases=DATABASES))
 
 
-@dataclass(frozen=True)
-class Nodes:
-    client: str
-    server: str
-
-
 @pytest.fixture(params=list(PAIRS))
 def nodes(request) -> Nodes:
     client, server = PAIRS[request.param]
     if "pg" in client + server and not pg.AVAILABLE:
         pytest.skip(pg.REASON)
-    from tests.factories import load_symptoms
+    from tests.support.factories import load_symptoms
 
     load_symptoms(client)
     load_symptoms(server)

@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from tests import pg
+from tests.support import pg
 
 SQLITE_DIR = Path(os.environ.get("SYNCROUTER_TEST_DIR") or tempfile.mkdtemp(prefix="syncrouter-"))
 SECRET_KEY = "tests-only"
@@ -37,7 +37,7 @@ DATABASES = {"default": {}, "client": sqlite("client"), "server": sqlite("server
 if pg.AVAILABLE:
     DATABASES["pgclient"] = pg.settings_for("syncrouter_client")
     DATABASES["pgserver"] = pg.settings_for("syncrouter_server")
-# The model-based convergence test (tests/test_convergence_model.py) adds laptops, a relay
+# The model-based convergence test (tests/replay/test_convergence_model.py) adds laptops, a relay
 # (middleman) and a reference node; pytest-django creates them only for tests that ask.
 for name in ("lap1", "lap2", "lap3", "relay", "ref"):
     DATABASES[name] = sqlite(name)
@@ -77,7 +77,7 @@ TEMPLATES = [{
 }]
 
 # Trust (syncrouter.trust) is off for the tests of the other features, which play many
-# producers by renaming one alias and write inbox rows by hand; tests/test_trust_*.py
+# producers by renaming one alias and write inbox rows by hand; tests/trust/test_trust_*.py
 # switch it on. Keys the tests create go to a directory of their own.
 SYNCROUTER_SIGN = False
 SYNCROUTER_VERIFY = False

@@ -4,7 +4,7 @@ client (field laptop) -> middleman (SQLite) -> community (SQLite) -> FILE -> cen
 (PostgreSQL when available, else SQLite). ``pgclient`` serves as a second field laptop.
 ``offline`` points at a closed port: the command tests use it for "target unreachable".
 
-Used by ``tests/test_chain.py`` and ``tests/test_commands.py`` in a subprocess
+Used by ``tests/transfer/test_chain.py`` and ``tests/management/test_commands.py`` in a subprocess
 (pytest-django runs one settings module per session).
 """
 from tests.settings import *  # noqa: F401,F403

@@ -1,6 +1,6 @@
 """tests/settings.py with ``SYNCROUTER_RAW_SQL = "raise"`` and a data migration in edgeapp.
 
-Used by ``tests/test_local_writes.py`` to run Django's own migrate, loaddata and
+Used by ``tests/capture/test_local_writes.py`` to run Django's own migrate, loaddata and
 flush as separate processes. ``SYNCROUTER_LOCAL_PG`` names the PostgreSQL
 database ``pgclient`` points at (the test creates and drops it).
 """

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import pg
+from tests.support import pg
 
 ROOT = Path(__file__).resolve().parent.parent
 QUICK_N = 150

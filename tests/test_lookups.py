@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from syncrouter.lookups import AnyOf, AnyRowOf
 from syncrouter.models import IncomingTransaction
-from tests import factories, pg
+from tests.support import factories, pg
 from tests.testapp.models import CrfTwo, SubjectVisit
 
 BACKENDS = [

@@ -247,10 +247,7 @@ def _m2m_field(owner_model, through):
 
 def _record_m2m_change(owner, field, op: str, keys: list, using: str) -> None:
     model = _concrete(owner)
-    payload = {"v": ser.VERSION, "model": model._meta.label_lower,
-               "pk": ser.pk_value(owner) if ser.pk_travels(model) else None,
-               "nk": ser.natural_key_of(owner),
-               "m2m": {"field": field.name, "op": op, "keys": keys}}
+    payload = {**_head(model, owner), "m2m": {"field": field.name, "op": op, "keys": keys}}
     outbox.record(using, model, owner.pk, "U", payload)
 
 

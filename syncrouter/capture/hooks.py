@@ -19,6 +19,9 @@
 
 Mixin models get ``capture_scope`` from ``SyncModelMixin``; models registered
 through ``site_sync_models`` get the same wrapper installed on their class.
+``install`` and ``uninstall`` run when the registry says a model came or went
+(``registry.model_registered``). Deletes of a django-simple-history model's rows
+are not captured (``history.py``: history is append-only on its way).
 """
 from __future__ import annotations
 
@@ -28,10 +31,11 @@ from django.apps import apps
 from django.db import router, transaction
 from django.db.models import signals
 
-from .. import conf
-from ..registry import site_sync_models
+from .. import conf, history
+from ..models.mixins import SyncModelMixin
+from ..registry import model_registered, model_unregistered, site_sync_models
+from ..state import is_replaying
 from . import changes
-from .context import is_replaying
 from .rawsql import captured_writes
 
 
@@ -100,12 +104,12 @@ def _uid(kind, model):
 
 
 def install(model) -> None:
-    from ..models.mixins import SyncModelMixin
-
+    keeps_deletes = history.tracked_model(model) is None
     for sender in _senders(model):
         signals.post_save.connect(_on_post_save, sender=sender, dispatch_uid=_uid("save", sender))
-        signals.post_delete.connect(_on_post_delete, sender=sender,
-                                    dispatch_uid=_uid("delete", sender))
+        if keeps_deletes:
+            signals.post_delete.connect(_on_post_delete, sender=sender,
+                                        dispatch_uid=_uid("delete", sender))
     for field in model._meta.local_many_to_many:
         through = field.remote_field.through
         signals.m2m_changed.connect(_on_m2m_changed, sender=through,
@@ -143,3 +147,15 @@ def _patch(model) -> None:
             save_base(self, *args, **kwargs)
 
     model.save_base = patched_save_base
+
+
+def _on_registered(sender, model, **kwargs) -> None:
+    install(model)
+
+
+def _on_unregistered(sender, model, **kwargs) -> None:
+    uninstall(model)
+
+
+model_registered.connect(_on_registered, dispatch_uid="syncrouter.capture.hooks")
+model_unregistered.connect(_on_unregistered, dispatch_uid="syncrouter.capture.hooks")

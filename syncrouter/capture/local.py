@@ -31,18 +31,16 @@ from __future__ import annotations
 import functools
 import logging
 from collections import Counter
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
-from django.db import connections, transaction
+from django.db import transaction
 
 from ..registry import site_sync_models
-from .context import replaying
+from ..state import replaying, state_of
+from . import changes, outbox
 
 logger = logging.getLogger("syncrouter.rawsql")
-
-#: Connection attribute holding the ``LocalWrites`` of the command running on it.
-LOCAL = "syncrouter_local_writes"
 
 
 class LocalWrites:
@@ -67,18 +65,17 @@ def local_writes(alias: str, report: Callable[[LocalWrites], None] | None):
     """Capture off on ``alias`` for the block, its registered writes counted; ``report``
     is called with them when the block ends normally. A nested block joins the outer
     one (loaddata called from a data migration)."""
-    connection = connections[alias]
-    outer = getattr(connection, LOCAL, None)
-    if outer is not None:
-        yield outer
+    per_connection = state_of(alias)
+    if per_connection.local is not None:
+        yield per_connection.local
         return
     record = LocalWrites(alias)
-    setattr(connection, LOCAL, record)
+    per_connection.local = record
     try:
         with replaying(alias):  # capture off for the alias, as while replaying
             yield record
     finally:
-        setattr(connection, LOCAL, None)
+        per_connection.local = None
     if report is not None:
         report(record)
 
@@ -129,8 +126,6 @@ def capture_existing(queryset) -> int:
     different row under the same natural key records a conflict. Returns the
     number of rows recorded.
     """
-    from . import changes, outbox
-
     using = queryset.db
     with transaction.atomic(using=using):
         objs = list(queryset)
@@ -155,38 +150,38 @@ def install() -> None:
     from django.db.migrations.migration import Migration
 
     def flush(original):
-        def execute_sql_flush(self, sql_list):
+        def execute_sql_flush(self, *args, **kwargs):
             with local_writes(self.connection.alias, _report_flush):
-                return original(self, sql_list)
+                return original(self, *args, **kwargs)
         return execute_sql_flush
 
     def load(original):
-        def loaddata_(self, fixture_labels):
+        def loaddata_(self, *args, **kwargs):
             with local_writes(self.using, _report_loaddata):
-                return original(self, fixture_labels)
+                return original(self, *args, **kwargs)
         return loaddata_
 
     def save_obj(original):
-        def save_obj_(self, obj):
-            saved = original(self, obj)
-            record = getattr(connections[self.using], LOCAL, None)
+        def save_obj_(self, obj, *args, **kwargs):
+            saved = original(self, obj, *args, **kwargs)
+            record = state_of(self.using).local
             if saved and record is not None and site_sync_models.guards(type(obj.object)):
                 record.rows[obj.object._meta.label_lower] += 1
             return saved
         return save_obj_
 
     def migrate(original):
-        def apply(self, project_state, schema_editor, collect_sql=False):
+        def apply(self, project_state, schema_editor, collect_sql=False, *args, **kwargs):
             if collect_sql:  # sqlmigrate: nothing runs
-                return original(self, project_state, schema_editor, collect_sql)
+                return original(self, project_state, schema_editor, collect_sql, *args, **kwargs)
             with local_writes(schema_editor.connection.alias, _report_migration(self)):
-                return original(self, project_state, schema_editor, collect_sql)
+                return original(self, project_state, schema_editor, collect_sql, *args, **kwargs)
         return apply
 
     def restore(original):
-        def deserialize_db_from_string(self, data):
+        def deserialize_db_from_string(self, *args, **kwargs):
             with local_writes(self.connection.alias, None):
-                return original(self, data)
+                return original(self, *args, **kwargs)
         return deserialize_db_from_string
 
     _wrap(BaseDatabaseOperations, "execute_sql_flush", flush)

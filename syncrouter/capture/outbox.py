@@ -2,8 +2,8 @@
 
 ``record`` is the hot path of every captured ``save()``. It writes with plain SQL on
 the write's own connection instead of a second ORM ``create()``, which measured about
-1.4x faster per captured save, and it runs inside the atomic block of the data
-write, so both commit or neither does.
+1.4x faster per captured save (benchmarks/RESULTS.md), and it runs inside the atomic block
+of the data write, so both commit or neither does.
 
 ``record_many`` is the bulk path: N rows in batched INSERTs. Inside ``batch(using)``
 (a Collector delete) ``record`` defers its row to one ``record_many`` at the end.
@@ -25,8 +25,9 @@ from django.db import connections
 from django.utils import timezone
 
 from .. import conf, serialization as ser, trust
-
-_TXID = "syncrouter_db_transaction"
+from ..models import OutgoingTransaction, ProducerClock
+from ..params import max_params
+from ..state import state, state_of
 
 
 def hlc_now() -> int:
@@ -44,11 +45,12 @@ def current_db_transaction_id(connection) -> uuid.UUID:
     # write of a test would look like one client transaction to replay.
     outer = next((block for block in connection.atomic_blocks
                   if not getattr(block, "_from_testcase", False)), None)
-    current = getattr(connection, _TXID, None)
+    per_connection = state(connection)
+    current = per_connection.db_transaction
     if current is None or current[0] is not outer:
         current = (outer, uuid.uuid4())
-        setattr(connection, _TXID, current)
-        connection.on_commit(lambda: setattr(connection, _TXID, None))
+        per_connection.db_transaction = current
+        connection.on_commit(lambda: setattr(per_connection, "db_transaction", None))
     return current[1]
 
 
@@ -84,8 +86,6 @@ def _statements(connection) -> dict:
 
 
 def _build_statements(vendor: str, quote) -> dict:
-    from ..models import OutgoingTransaction, ProducerClock
-
     clock = quote(ProducerClock._meta.db_table)
     out = quote(OutgoingTransaction._meta.db_table)
     # N = 1 for one row; for N rows the clock ends N - 1 ticks past the first row's.
@@ -114,8 +114,6 @@ def next_sequence(connection, producer: str, count: int = 1) -> tuple[int, int]:
     The UPDATE locks the producer's clock row until commit, so concurrent writers
     on PostgreSQL queue instead of taking the same numbers.
     """
-    from ..models import ProducerClock
-
     sql = _statements(connection)
     now = hlc_now()
     with connection.cursor() as cursor:
@@ -131,25 +129,6 @@ def next_sequence(connection, producer: str, count: int = 1) -> tuple[int, int]:
     return row[0], row[1]
 
 
-_BUFFER = "syncrouter_outbox_buffer"
-
-
-def max_params(connection) -> int:
-    """How many query parameters one statement may carry on ``connection``.
-
-    SQLite's real limit (32766 since 3.32) is read from the open connection;
-    Django's feature flag says 999 for the oldest builds.
-    """
-    if connection.vendor == "sqlite":
-        connection.ensure_connection()
-        getlimit = getattr(connection.connection, "getlimit", None)
-        if getlimit is not None:
-            import sqlite3
-
-            return getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
-    return connection.features.max_query_params or 60000
-
-
 def record(using: str, model, instance_pk, action: str, payload: dict) -> None:
     """Write one outgoing row, or add it to the open ``batch`` on ``using``."""
     record_entries(using, [(model._meta.label_lower, instance_pk, action, payload)])
@@ -157,7 +136,7 @@ def record(using: str, model, instance_pk, action: str, payload: dict) -> None:
 
 def record_entries(using: str, entries: list[tuple[str, object, str, dict]]) -> None:
     """``record_many``, or add the entries to the open ``batch`` on ``using`` (keeps order)."""
-    buffer = getattr(connections[using], _BUFFER, None)
+    buffer = state_of(using).outbox_buffer
     if buffer is not None:
         buffer.extend(entries)
     else:
@@ -224,14 +203,14 @@ def batch(using: str):
     Re-entrant: an inner batch joins the outer one. Must run inside the atomic
     block of the writes it records; on an exception nothing is written.
     """
-    connection = connections[using]
-    if getattr(connection, _BUFFER, None) is not None:
-        yield getattr(connection, _BUFFER)
+    per_connection = state_of(using)
+    if per_connection.outbox_buffer is not None:
+        yield per_connection.outbox_buffer
         return
     buffer: list = []
-    setattr(connection, _BUFFER, buffer)
+    per_connection.outbox_buffer = buffer
     try:
         yield buffer
     finally:
-        setattr(connection, _BUFFER, None)
+        per_connection.outbox_buffer = None
     record_many(using, buffer)

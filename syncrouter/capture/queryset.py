@@ -32,25 +32,24 @@ from django.db.models.deletion import Collector
 
 from .. import conf, serialization as ser
 from ..exceptions import SyncError
+from ..params import chunks
 from ..registry import site_sync_models
+from ..state import is_replaying, state_of
 from . import changes, outbox
-from .context import is_replaying
 from .rawsql import captured_writes
-
-_BULK = "syncrouter_bulk_write"
 
 
 @contextmanager
 def _capturing(using: str):
     """Atomic, marked for the raw-SQL guard, and flagged so that Django's own nested
     queryset calls (bulk_update calls update()) are not captured twice."""
-    connection = connections[using]
+    per_connection = state_of(using)
     with transaction.atomic(using=using, savepoint=False), captured_writes(using):
-        setattr(connection, _BULK, True)
+        per_connection.bulk_write = True
         try:
             yield
         finally:
-            setattr(connection, _BULK, False)
+            per_connection.bulk_write = False
 
 
 def _fetch(model, using: str, pks, lock: bool = False) -> dict:
@@ -58,13 +57,12 @@ def _fetch(model, using: str, pks, lock: bool = False) -> dict:
     with ``lock``, locked where the database can (rows about to be written: no
     concurrent writer may change them between this read and the write)."""
     pks = list(dict.fromkeys(pks))
-    size = outbox.max_params(connections[using]) - 10
     query = model._base_manager.using(using)
     if lock and connections[using].features.has_select_for_update:
         query = query.select_for_update()
     rows = {}
-    for start in range(0, len(pks), size):
-        for obj in query.filter(pk__in=pks[start:start + size]):
+    for chunk in chunks(pks, connections[using]):
+        for obj in query.filter(pk__in=chunk):
             rows[obj.pk] = obj
     return rows
 
@@ -86,12 +84,10 @@ def _unique_checks(model) -> list[tuple[str, ...]]:
 def _existing(model, using: str, attnames: tuple, keys) -> dict:
     """key tuple -> row, for rows of ``model`` whose ``attnames`` values are in ``keys``."""
     keys = {key for key in keys if None not in key}
-    size = outbox.max_params(connections[using]) - 10
     firsts = sorted({key[0] for key in keys}, key=repr)
     found = {}
-    for start in range(0, len(firsts), size):
-        query = model._base_manager.using(using).filter(
-            **{f"{attnames[0]}__in": firsts[start:start + size]})
+    for chunk in chunks(firsts, connections[using]):
+        query = model._base_manager.using(using).filter(**{f"{attnames[0]}__in": chunk})
         for obj in query:
             key = tuple(getattr(obj, a) for a in attnames)
             if key in keys:
@@ -118,7 +114,7 @@ def _without_conflicts(model, using: str, objs: list) -> list:
 
 
 def _bulk_create(original, queryset, using, objs, batch_size=None, ignore_conflicts=False,
-                 update_conflicts=False, update_fields=None, unique_fields=None):
+                 update_conflicts=False, update_fields=None, unique_fields=None, **others):
     """Insert and record exactly the rows written.
 
     ``ignore_conflicts``: the clashing objects are found first (one SELECT per
@@ -132,7 +128,7 @@ def _bulk_create(original, queryset, using, objs, batch_size=None, ignore_confli
     model = queryset.model._meta.concrete_model
     objs = list(objs)
     if not objs:
-        return original(queryset, objs, batch_size=batch_size)
+        return original(queryset, objs, batch_size=batch_size, **others)
     if update_conflicts:
         if not unique_fields:
             raise SyncError(
@@ -143,7 +139,7 @@ def _bulk_create(original, queryset, using, objs, batch_size=None, ignore_confli
         keys = list(dict.fromkeys(tuple(getattr(o, a) for a in attnames) for o in objs))
         before = _existing(model, using, attnames, keys)
         result = original(queryset, objs, batch_size=batch_size, update_conflicts=True,
-                          update_fields=update_fields, unique_fields=unique_fields)
+                          update_fields=update_fields, unique_fields=unique_fields, **others)
         after = _existing(model, using, attnames, keys)
         changes.load_related([*before.values(), *after.values()])
         entries = [changes.update_entry(before[key], after[key]) if key in before
@@ -152,7 +148,7 @@ def _bulk_create(original, queryset, using, objs, batch_size=None, ignore_confli
         return result
     written = _without_conflicts(model, using, objs) if ignore_conflicts else objs
     if written:
-        original(queryset, written, batch_size=batch_size)
+        original(queryset, written, batch_size=batch_size, **others)
     changes.load_related(written)
     outbox.record_entries(using, _insert_entries(model, using, written))
     return objs
@@ -176,11 +172,11 @@ def _insert_entries(model, using: str, written: list) -> list:
     return entries
 
 
-def _bulk_update(original, queryset, using, objs, fields, batch_size=None):
+def _bulk_update(original, queryset, using, objs, fields, batch_size=None, **others):
     model = queryset.model._meta.concrete_model
     objs = list(objs)
     before = _fetch(model, using, [obj.pk for obj in objs], lock=True)
-    result = original(queryset, objs, fields, batch_size=batch_size)
+    result = original(queryset, objs, fields, batch_size=batch_size, **others)
     outbox.record_entries(using, _update_entries(model, using, before))
     return result
 
@@ -216,7 +212,7 @@ def _wrap_queryset_method(original, capture, check):
         if not site_sync_models.guards(model):
             return original(self, *args, **kwargs)
         using = self._db or router.db_for_write(model, **self._hints)
-        if (getattr(connections[using], _BULK, False) or is_replaying(using)
+        if (state_of(using).bulk_write or is_replaying(using)
                 or not conf.capture_enabled() or not site_sync_models.is_registered(model)):
             with captured_writes(using):
                 return original(self, *args, **kwargs)
@@ -237,17 +233,17 @@ def _wrap_collector_delete(original):
     their natural keys cost no query per deleted row."""
 
     @functools.wraps(original)
-    def wrapper(self):
+    def wrapper(self, *args, **kwargs):
         models = [*self.data, *(qs.model for qs in self.fast_deletes)]
         if not any(site_sync_models.guards(model) for model in models):
-            return original(self)
+            return original(self, *args, **kwargs)
         with transaction.atomic(using=self.using, savepoint=False), \
                 captured_writes(self.using), outbox.batch(self.using):
             doomed = [obj for model, objs in self.data.items()
                       if site_sync_models.is_registered(model) for obj in objs]
             changes.read_before(doomed, self.using)
             changes.load_related(doomed)
-            return original(self)
+            return original(self, *args, **kwargs)
 
     wrapper.syncrouter_original = original
     return wrapper

@@ -15,7 +15,7 @@ write to a registered table is reported according to ``SYNCROUTER_RAW_SQL``:
 Django's own ``flush``, ``loaddata`` and migrations are not bypasses in this
 sense; ``local.py`` holds the policy for them, and none of them is ever refused.
 
-Cost (DESIGN.md §7): sqlparse takes milliseconds per statement, so each
+Cost (docs/architecture.md, "Measured costs"): sqlparse takes milliseconds per statement, so each
 statement first meets a regular expression for a write verb at its start (about
 1 µs; all a SELECT costs), then a set lookup of its identifiers against the
 registered tables (a few µs); only statements passing both are parsed. A statement
@@ -34,12 +34,11 @@ from sqlparse.exceptions import SQLParseError
 
 from .. import conf
 from ..exceptions import SyncError
-from .context import connection_flag, is_replaying
-from .local import LOCAL
+from ..registry import site_sync_models
+from ..state import is_replaying, state, switched_on
 
 logger = logging.getLogger("syncrouter.rawsql")
 
-_FLAG = "syncrouter_captured_writes"
 _WRITE = re.compile(r"\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*(insert|update|delete|truncate|replace|"
                     r"merge|with)\b", re.IGNORECASE | re.DOTALL)
 #: The keyword after which each kind of write names its target table.
@@ -49,7 +48,7 @@ _TARGET_AFTER = {"INSERT": ("INTO",), "REPLACE": ("INTO",), "UPDATE": ("UPDATE",
 
 def captured_writes(alias: str):
     """Mark the writes made on ``alias`` inside the block as seen by capture."""
-    return connection_flag(alias, _FLAG)
+    return switched_on(alias, "captured_writes")
 
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][\w$]*")
@@ -57,8 +56,6 @@ _IDENTIFIER = re.compile(r"[A-Za-z_][\w$]*")
 
 def _named_tables(sql: str) -> set[str]:
     """Registered tables whose names occur in ``sql`` as identifiers (a few µs)."""
-    from ..registry import site_sync_models
-
     tables = site_sync_models.db_tables()
     found = tables.intersection(_IDENTIFIER.findall(sql))
     if not found and not sql.islower():
@@ -129,8 +126,9 @@ def guard(execute, sql, params, many, context):
     for that command's one-line report instead, and never refused.
     """
     connection = context["connection"]
-    local = getattr(connection, LOCAL, None)
-    if (local is not None or not getattr(connection, _FLAG, False)) and isinstance(sql, str):
+    per_connection = state(connection)
+    local = per_connection.local
+    if (local is not None or not per_connection.captured_writes) and isinstance(sql, str):
         match = _WRITE.match(sql)
         named = _named_tables(sql) if match else None
         if named and local is not None:

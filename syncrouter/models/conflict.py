@@ -1,9 +1,6 @@
 from django.db import models
 
-POLICIES = ("server_wins", "client_wins", "newer_wins", "manual")
-RESOLUTIONS = (("pending", "pending: held for a decision"),
-               ("server_kept", "this node's row kept"),
-               ("incoming_applied", "incoming change applied"))
+from ..enums import Resolution
 
 
 class Conflict(models.Model):
@@ -25,7 +22,8 @@ class Conflict(models.Model):
     incoming_hlc = models.BigIntegerField()
     current_hlc = models.BigIntegerField(null=True, blank=True)
     created = models.DateTimeField(auto_now_add=True)
-    resolution = models.CharField(max_length=20, choices=RESOLUTIONS, default="pending")
+    resolution = models.CharField(max_length=20, choices=Resolution.choices,
+                                  default=Resolution.PENDING)
     resolved_datetime = models.DateTimeField(null=True, blank=True)
     resolved_by = models.CharField(max_length=200, blank=True, default="")
 

@@ -1,6 +1,21 @@
+from contextlib import nullcontext
+
 from django.db import models
 
-from ..capture import hooks
+
+def _uncaptured(instance, save_kwargs: dict):
+    return nullcontext()
+
+
+#: What wraps every save of a mixin model: ``capture.hooks.capture_scope``, handed
+#: over by ``AppConfig.ready`` (``use_save_scope``); the models do not import capture.
+_save_scope = _uncaptured
+
+
+def use_save_scope(scope) -> None:
+    """Wrap each ``save_base`` of a mixin model in ``scope(instance, save_kwargs)``."""
+    global _save_scope
+    _save_scope = scope
 
 
 class SyncModelMixin(models.Model):
@@ -15,5 +30,5 @@ class SyncModelMixin(models.Model):
         abstract = True
 
     def save_base(self, *args, **kwargs):
-        with hooks.capture_scope(self, kwargs):
+        with _save_scope(self, kwargs):
             super().save_base(*args, **kwargs)

@@ -10,8 +10,7 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
-from ..transfer.copy import OutboxQuerySet, TransferQuerySet
-from ..replay.runner import ReplayQuerySet
+from .managers import IncomingManager, TransactionManager
 
 ACTIONS = (("I", "insert"), ("U", "update"), ("D", "delete"))
 
@@ -48,7 +47,7 @@ class TransactionBase(models.Model):
     error = models.TextField(blank=True, default="")
     batch_id = models.CharField(max_length=64, blank=True, default="")
 
-    objects = TransferQuerySet.as_manager()
+    objects = TransactionManager()
 
     class Meta:
         abstract = True
@@ -63,7 +62,7 @@ class OutgoingTransaction(TransactionBase):
 
     On PostgreSQL capture writes the row *unsealed* (``sequence`` NULL, a
     ``write_order``), and ``capture.seal`` numbers it once its database transaction
-    has committed; reads through ``objects`` seal first (see ``OutboxQuerySet``).
+    has committed; reads through ``objects`` seal first (see ``transfer.copy.OutboxQuerySet``).
     """
 
     sequence = models.BigIntegerField(
@@ -73,8 +72,6 @@ class OutgoingTransaction(TransactionBase):
         null=True, blank=True,
         help_text="Where the write fell among all captured writes (PostgreSQL sequence); "
                   "orders unsealed rows for the seal.")
-
-    objects = OutboxQuerySet.as_manager()
 
     class Meta(TransactionBase.Meta):
         constraints = [
@@ -101,7 +98,7 @@ class IncomingTransaction(TransactionBase):
     is_refused = models.BooleanField(
         default=False, db_default=False, help_text="Refused by a signature check or a write rule (see error).")
 
-    objects = ReplayQuerySet.as_manager()
+    objects = IncomingManager()
 
     class Meta(TransactionBase.Meta):
         constraints = [

@@ -2,7 +2,7 @@
 
 Everything is looked up on the replaying alias (the old tools looked up natural
 foreign keys on ``default``). A function here either returns the outcome kind
-and a text, or raises ``Outcome`` for a result that must leave no trace.
+and a text, or raises ``ApplyStopped`` for a result that must leave no trace.
 """
 from __future__ import annotations
 
@@ -11,9 +11,11 @@ from django.db import connections, models
 from django.db.models.deletion import Collector, ProtectedError, RestrictedError
 
 from .. import serialization as ser
+from ..enums import ReplayOutcome, Resolution
+from ..models import IncomingTransaction, OutgoingTransaction
 from ..signals import post_replay, pre_replay
 from . import conflicts, decode
-from .messages import Outcome
+from .messages import ApplyStopped
 
 
 def key_args(key) -> list:
@@ -28,10 +30,10 @@ def find(model: type[models.Model], key, alias: str):
     except model.DoesNotExist:
         return None
     except model.MultipleObjectsReturned:
-        raise Outcome("error", f"{model._meta.label_lower} natural key {key} matches more than "
+        raise ApplyStopped(ReplayOutcome.ERROR, f"{model._meta.label_lower} natural key {key} matches more than "
                                f"one row on {alias!r}; the natural key is not unique.") from None
     except (TypeError, ValueError, ValidationError) as exc:
-        raise Outcome("error", f"{model._meta.label_lower} natural key {key} cannot be looked "
+        raise ApplyStopped(ReplayOutcome.ERROR, f"{model._meta.label_lower} natural key {key} cannot be looked "
                                f"up: {exc}") from None
 
 
@@ -40,18 +42,18 @@ def _field(model, name: str):
     try:
         field = model._meta.get_field(name)
     except FieldDoesNotExist:
-        raise Outcome("error", f"{label} has no field {name!r} on this node: the producer's "
+        raise ApplyStopped(ReplayOutcome.ERROR, f"{label} has no field {name!r} on this node: the producer's "
                                "schema differs (migrate both nodes to the same version).") from None
     # Django 6.1 no longer calls many-to-many fields concrete; they are still real fields.
     if not (field.concrete or field.many_to_many) or field.auto_created:
-        raise Outcome("error", f"{label}.{name} is not a concrete field on this node.")
+        raise ApplyStopped(ReplayOutcome.ERROR, f"{label}.{name} is not a concrete field on this node.")
     return field
 
 
 def _related(field, key, alias: str):
     related = find(field.remote_field.model, key, alias)
     if related is None:
-        raise Outcome("deferred", f"waits for {field.remote_field.model._meta.label_lower} "
+        raise ApplyStopped(ReplayOutcome.DEFERRED, f"waits for {field.remote_field.model._meta.label_lower} "
                                   f"{key} (parent of {field.model._meta.label_lower}."
                                   f"{field.name}), not on this node yet")
     return getattr(related, field.target_field.attname)
@@ -70,7 +72,7 @@ def decode_fields(model, fields: dict, alias: str, row: dict | None = None) -> d
     for name, value in fields.items():
         field = _field(model, name)
         if field.many_to_many:
-            raise Outcome("error", f"{label}.{name} is many-to-many: it "
+            raise ApplyStopped(ReplayOutcome.ERROR, f"{label}.{name} is many-to-many: it "
                                    "travels as an M2M change, not as a field value.")
         if field.is_relation:
             values[field.attname] = None if value is None else _related(field, value, alias)
@@ -82,11 +84,11 @@ def decode_fields(model, fields: dict, alias: str, row: dict | None = None) -> d
             values[field.attname] = ser.decode_value(field, value)
         except (ValidationError, ValueError, TypeError) as exc:
             message = "; ".join(exc.messages) if isinstance(exc, ValidationError) else str(exc)
-            raise Outcome("error", f"{label}.{name}: bad value {value!r}: {message}") from None
+            raise ApplyStopped(ReplayOutcome.ERROR, f"{label}.{name}: bad value {value!r}: {message}") from None
         reason = ser.refusal(field, values[field.attname], vendor)
         if reason is not None:
-            raise Outcome("error", f"{label}.{name}: {value!r} cannot be stored on {alias!r} "
-                                   f"({reason}); nothing was written.")
+            raise ApplyStopped(ReplayOutcome.ERROR, f"{label}.{name}: {value!r} cannot be stored on {alias!r} "
+                                                 f"({reason}); nothing was written.")
     return values
 
 
@@ -136,7 +138,7 @@ def _other_row(existing, payload) -> bool:
 
 
 def guarded_delete(model, rows: list, alias: str) -> None:
-    """Delete the rows and their MTI parents, or wait (``Outcome("deferred")``) while this
+    """Delete the rows and their MTI parents, or wait (``ApplyStopped`` deferred) while this
     node holds rows that protect them or that would be deleted with them although their
     producer did not delete them: a later change may remove those rows."""
     collector = Collector(using=alias)
@@ -147,7 +149,7 @@ def guarded_delete(model, rows: list, alias: str) -> None:
     except (ProtectedError, RestrictedError) as exc:
         holders = sorted({f"{obj._meta.label_lower} {obj.pk}" for obj in exc.protected_objects
                           if hasattr(obj, "_meta")})
-        raise Outcome("deferred", f"deleting {label} {pks} here is refused: "
+        raise ApplyStopped(ReplayOutcome.DEFERRED, f"deleting {label} {pks} here is refused: "
                                   f"{', '.join(holders[:5])}{' ...' if len(holders) > 5 else ''} "
                                   "still refer to it on this node; waits until they are gone"
                       ) from None
@@ -157,7 +159,7 @@ def guarded_delete(model, rows: list, alias: str) -> None:
     extra += [f"{qs.model._meta.label_lower}" for qs in collector.fast_deletes
               if not qs.model._meta.auto_created and qs.exists()]
     if extra:
-        raise Outcome("deferred", f"deleting {label} {pks} here would also delete "
+        raise ApplyStopped(ReplayOutcome.DEFERRED, f"deleting {label} {pks} here would also delete "
                                   f"{', '.join(extra)}, which the producer did not delete; "
                                   "nothing was deleted, waits until they are gone")
     collector.delete()
@@ -172,7 +174,7 @@ def _locate(model, payload: dict, alias: str):
         try:
             existing = model._base_manager.using(alias).filter(pk=payload["pk"]).first()
         except (ValidationError, ValueError, TypeError) as exc:
-            raise Outcome("error", f"{model._meta.label_lower} primary key "
+            raise ApplyStopped(ReplayOutcome.ERROR, f"{model._meta.label_lower} primary key "
                                    f"{payload['pk']!r}: {exc}") from None
     if existing is not None and connections[alias].features.has_select_for_update:
         existing = model._base_manager.using(alias).select_for_update().get(pk=existing.pk)
@@ -188,20 +190,20 @@ def _diverged(model, existing, payload: dict, tx, alias: str) -> bool:
     the rows are one, unless this node refused the producer's insert.
     """
     if _other_row(existing, payload):
-        return conflicts.insert_resolution(tx, alias) != "incoming_applied"
+        return conflicts.insert_resolution(tx, alias) != Resolution.INCOMING_APPLIED
     if payload.get("pk") is None:
-        return conflicts.insert_resolution(tx, alias) == "server_kept"
+        return conflicts.insert_resolution(tx, alias) == Resolution.SERVER_KEPT
     return False
 
 
 def _superseded(tx, later: int) -> tuple[str, str]:
-    return "skipped", (f"superseded: this node already reflects {tx.producer}#{later}, a later "
+    return ReplayOutcome.SKIPPED, (f"superseded: this node already reflects {tx.producer}#{later}, a later "
                        "change of the same row")
 
 
 def _outcome(done: str, conflict_text: str) -> tuple[str, str]:
     """Outcome after the conflict check: a conflict, whichever side won, says so."""
-    return ("conflict", conflict_text) if conflict_text else (done, "")
+    return (ReplayOutcome.CONFLICT, conflict_text) if conflict_text else (done, "")
 
 
 def _attnames(model, names) -> dict:
@@ -213,7 +215,7 @@ def _wait_for_gap(gap, tx, why: str) -> None:
     one of them may be what makes the difference (a delete and re-create under one key,
     an earlier change of the same field, a rename)."""
     if gap is not None:
-        raise Outcome("deferred", f"{why}, and {tx.producer}#{gap[0]}-{gap[1]} have not "
+        raise ApplyStopped(ReplayOutcome.DEFERRED, f"{why}, and {tx.producer}#{gap[0]}-{gap[1]} have not "
                                   "arrived; waiting for them before calling it a conflict")
 
 
@@ -223,12 +225,12 @@ def apply_insert(model, payload: dict, alias: str, tx, existing, gap=None) -> tu
         return _superseded(tx, later.consumed)
     other = existing is not None and _other_row(existing, payload)
     if existing is not None and not other and payload.get("pk") is not None:
-        return "skipped", ("already here: this node holds the row under its primary key "
+        return ReplayOutcome.SKIPPED, ("already here: this node holds the row under its primary key "
                            "(later changes, if any, replay after this one)")
     values = decode_fields(model, payload["fields"], alias)
     if existing is None:
         save(model(), alias, values, tx, insert=True)
-        return "inserted", ""
+        return ReplayOutcome.INSERTED, ""
     attnames = _attnames(model, payload["fields"])
     _wait_for_gap(gap, tx, f"another {model._meta.label_lower} row holds the key {payload['nk']}")
     if other:  # two rows under one key: every field is in question
@@ -238,20 +240,18 @@ def apply_insert(model, payload: dict, alias: str, tx, existing, gap=None) -> tu
             name for name, attname in attnames.items()
             if not ser.same(getattr(existing, attname), values[attname]))
         if not base:
-            return "skipped", "already present with the same values"
+            return ReplayOutcome.SKIPPED, "already present with the same values"
     differing = conflicts.mismatches(model, existing, base)
     incoming, text = conflicts.check(model, existing, payload, alias, tx, base, differing)
     if incoming:
         values.pop(model._meta.pk.attname, None)  # this node's row keeps its identity
         save(existing, alias, values, tx)
-    return _outcome("inserted", text)
+    return _outcome(ReplayOutcome.INSERTED, text)
 
 
 def _deleted_by_key(model, key, alias: str) -> bool:
     """Whether this node deleted a row of ``model`` under natural key ``key`` (for models
     whose primary key does not travel, so a row deleted here has no key in common)."""
-    from ..models import IncomingTransaction, OutgoingTransaction
-
     needle = f'"nk":{ser.dumps(key)}'
     rows = {"tx_name": model._meta.label_lower, "action": "D", "tx__contains": needle}
     return (IncomingTransaction.objects.using(alias).filter(is_consumed=True, **rows).exists()
@@ -265,7 +265,7 @@ def _update_of_deleted(model, payload: dict, alias: str, tx, gap=None) -> tuple[
     gone = conflicts.deleted_here(model, pk, alias) if pk is not None else _deleted_by_key(
         model, payload.get("old_nk", payload["nk"]), alias)
     if not gone:
-        raise Outcome("deferred", "the row is not on this node yet (its insert has not "
+        raise ApplyStopped(ReplayOutcome.DEFERRED, "the row is not on this node yet (its insert has not "
                                   "arrived)")
     _wait_for_gap(gap, tx, "the row was deleted on this node")
     before = payload.get("before") or conflicts.as_unknown_base(payload["fields"])
@@ -273,7 +273,7 @@ def _update_of_deleted(model, payload: dict, alias: str, tx, gap=None) -> tuple[
     incoming, text = conflicts.check(model, None, payload, alias, tx, before, differing)
     if incoming:
         save(model(), alias, decode_fields(model, payload["fields"], alias), tx, insert=True)
-    return "conflict", text
+    return ReplayOutcome.CONFLICT, text
 
 
 def apply_update(model, payload: dict, alias: str, tx, existing, gap=None) -> tuple[str, str]:
@@ -283,7 +283,7 @@ def apply_update(model, payload: dict, alias: str, tx, existing, gap=None) -> tu
     if later.deleted:
         return _superseded(tx, later.deleted)
     if gap is not None and payload.get("old_nk", payload["nk"]) != payload["nk"]:
-        raise Outcome("deferred", f"changes the natural key {payload['old_nk']} to "
+        raise ApplyStopped(ReplayOutcome.DEFERRED, f"changes the natural key {payload['old_nk']} to "
                                   f"{payload['nk']}; waits for {tx.producer}#{gap[0]}-{gap[1]}, "
                                   "which may still name the old key")
     if existing is None:
@@ -297,7 +297,7 @@ def apply_update(model, payload: dict, alias: str, tx, existing, gap=None) -> tu
     else:
         names = list(before)
         if not names:
-            return "updated", "no field changed"
+            return ReplayOutcome.UPDATED, "no field changed"
     stale = later.stale_fields(names, existing)
     names = [name for name in names if name not in stale]
     if not names:
@@ -308,7 +308,7 @@ def apply_update(model, payload: dict, alias: str, tx, existing, gap=None) -> tu
     todo = [name for name in names
             if not ser.same(getattr(existing, attnames[name]), values[attnames[name]])]
     if not todo:
-        return "skipped", "already so on this node"
+        return ReplayOutcome.SKIPPED, "already so on this node"
     if before is None:
         base, differing = {}, {}
     else:
@@ -325,12 +325,12 @@ def apply_update(model, payload: dict, alias: str, tx, existing, gap=None) -> tu
     written = [name for name in todo if incoming or name not in differing]
     if written:
         save(existing, alias, {attnames[name]: values[attnames[name]] for name in written}, tx)
-    return _outcome("updated", text)
+    return _outcome(ReplayOutcome.UPDATED, text)
 
 
 def apply_delete(model, payload: dict, alias: str, tx, existing) -> tuple[str, str]:
     if existing is None:
-        return "skipped", "already absent on this node"
+        return ReplayOutcome.SKIPPED, "already absent on this node"
     before = payload.get("before") or {}
     if _diverged(model, existing, payload, tx, alias):
         before = conflicts.as_unknown_base(before or [f.name for f in ser.synced_fields(model)])
@@ -338,7 +338,7 @@ def apply_delete(model, payload: dict, alias: str, tx, existing) -> tuple[str, s
     incoming, text = conflicts.check(model, existing, payload, alias, tx, before, differing)
     if incoming:
         guarded_delete(model, [existing], alias)
-    return _outcome("deleted", text)
+    return _outcome(ReplayOutcome.DELETED, text)
 
 
 def apply_m2m(model, payload: dict, alias: str, tx) -> tuple[str, str]:
@@ -351,21 +351,21 @@ def apply_m2m(model, payload: dict, alias: str, tx) -> tuple[str, str]:
         return _superseded(tx, later.deleted)
     field = _field(model, change.get("field", ""))
     if not field.many_to_many:
-        raise Outcome("error", f"{label}.{field.name} is not many-to-many here.")
+        raise ApplyStopped(ReplayOutcome.ERROR, f"{label}.{field.name} is not many-to-many here.")
     op = change.get("op")
     if op not in ("add", "remove", "clear"):
-        raise Outcome("error", f"unknown many-to-many operation {op!r}")
+        raise ApplyStopped(ReplayOutcome.ERROR, f"unknown many-to-many operation {op!r}")
     owner = _locate(model, payload, alias)
     if owner is None:
         if not conflicts.deleted_here(model, payload.get("pk"), alias):
-            raise Outcome("deferred", f"waits for {label} {payload['nk']} (owner of the "
+            raise ApplyStopped(ReplayOutcome.DEFERRED, f"waits for {label} {payload['nk']} (owner of the "
                                       "many-to-many change)")
         differing = {field.name: (None, None)}
         incoming, text = conflicts.check(model, None, payload, alias, tx, differing, differing)
         if incoming:
-            raise Outcome("deferred", f"waits for {label} {payload['nk']}, deleted here: its "
+            raise ApplyStopped(ReplayOutcome.DEFERRED, f"waits for {label} {payload['nk']}, deleted here: its "
                                       "many-to-many change won a conflict")
-        return "conflict", text
+        return ReplayOutcome.CONFLICT, text
     settled = later.settled_links(field.name)
     targets = []
     for key in change.get("keys", ()):
@@ -373,7 +373,7 @@ def apply_m2m(model, payload: dict, alias: str, tx) -> tuple[str, str]:
             continue
         target = find(field.related_model, key, alias)
         if target is None and op == "add":
-            raise Outcome("deferred", f"waits for {field.related_model._meta.label_lower} {key}")
+            raise ApplyStopped(ReplayOutcome.DEFERRED, f"waits for {field.related_model._meta.label_lower} {key}")
         if target is not None:
             targets.append(target)
     manager = getattr(owner, field.name)
@@ -383,27 +383,27 @@ def apply_m2m(model, payload: dict, alias: str, tx) -> tuple[str, str]:
     else:
         targets = [t for t in targets if (t.pk in linked) == (op == "remove")]
     if not targets:
-        return "skipped", f"{field.name}.{op}: already so on this node"
+        return ReplayOutcome.SKIPPED, f"{field.name}.{op}: already so on this node"
     if _diverged(model, owner, payload, tx, alias):
         base = {field.name: conflicts.UNKNOWN}
         differing = {field.name: (None, sorted((ser.natural_key_of(t) for t in targets), key=repr))}
         incoming, text = conflicts.check(model, owner, payload, alias, tx, base, differing)
         if not incoming:
-            return "conflict", text
+            return ReplayOutcome.CONFLICT, text
     else:
         text = ""
     if op == "clear":
         manager.clear()
     else:
         getattr(manager, op)(*targets)
-    return _outcome("updated", text) if text else ("updated", f"{field.name}.{op} {len(targets)}")
+    return _outcome(ReplayOutcome.UPDATED, text) if text else (ReplayOutcome.UPDATED, f"{field.name}.{op} {len(targets)}")
 
 
 def apply_row(model, action: str, payload: dict, alias: str, tx,
               gap: tuple[int, int] | None = None) -> tuple[str, str]:
     """Apply one insert, update, delete or M2M change; return (outcome, text).
 
-    Raises ``Outcome`` for a result that must leave no trace (deferred, error,
+    Raises ``ApplyStopped`` for a result that must leave no trace (deferred, error,
     held); the caller rolls the unit back. ``gap`` is a range of the
     producer's earlier sequences missing on this node: an insert or update
     that would be a conflict waits for it instead (deletes and link changes

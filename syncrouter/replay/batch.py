@@ -35,12 +35,14 @@ from django.db import connections, transaction
 from django.db.models import F
 
 from .. import serialization as ser
-from ..capture.context import replaying
+from ..enums import ReplayOutcome
 from ..lookups import AnyOf
+from ..models import IncomingTransaction
 from ..signals import post_replay, pre_replay
+from ..state import replaying
 from . import bulk, keys, natural, values
 from .apply import guarded_delete
-from .messages import Outcome
+from .messages import ApplyStopped
 
 logger = logging.getLogger("syncrouter.replay")
 
@@ -89,8 +91,6 @@ def _overtaken(label: str, items, alias: str) -> set:
     Those go the row-by-row way, which works out what of them still counts
     (``conflicts.Later``).
     """
-    from ..models import IncomingTransaction
-
     rows = defaultdict(list)
     for item in items:
         rows[item.row.tx_pk].append(item.row)
@@ -248,7 +248,7 @@ def _write(model, fast: list, alias: str, consumer: str) -> None:
     if gone:
         guarded_delete(model, gone, alias)
     if bulk.consume([tx.id for tx, _ in planned], alias, consumer) != len(planned):
-        raise Outcome("skipped", "some rows were consumed by another replay")
+        raise ApplyStopped(ReplayOutcome.SKIPPED, "some rows were consumed by another replay")
     if listening:
         post_replay.send(sender=model, alias=alias, instances=objs, transactions=transactions)
 
@@ -280,4 +280,4 @@ def apply(model, units: list, alias: str, held: dict, consumer: str) -> tuple[li
 
 
 #: The outcome of an action applied on the fast path.
-_DONE = {"I": "inserted", "U": "updated", "D": "deleted"}
+_DONE = {"I": ReplayOutcome.INSERTED, "U": ReplayOutcome.UPDATED, "D": ReplayOutcome.DELETED}

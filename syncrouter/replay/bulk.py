@@ -1,7 +1,7 @@
 """Write many rows of one model with one statement, the fastest way each backend has.
 
 PostgreSQL takes new rows with COPY (about three times ``bulk_create``,
-DESIGN.md §7); other backends with one ``executemany`` of an INSERT. Changed
+benchmarks/RESULTS.md); other backends with one ``executemany`` of an INSERT. Changed
 rows go in with one ``executemany`` of an UPDATE by primary key (psycopg runs
 it as a pipeline, sqlite3 and MySQLdb in C).
 
@@ -18,6 +18,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from ..lookups import AnyOf
+from ..models import IncomingTransaction
 
 
 def insert(model: type[models.Model], columns: list[str], rows: list, alias: str) -> None:
@@ -54,8 +55,6 @@ def consume(ids: list, alias: str, consumer: str) -> int:
     Only rows still pending are marked, so a count short of ``len(ids)`` means
     another replay took some of them first.
     """
-    from ..models import IncomingTransaction
-
     return IncomingTransaction.objects.using(alias).filter(
         AnyOf(F("id"), ids), is_consumed=False).update(
         is_consumed=True, is_deferred=False, is_error=False, error="",

@@ -31,32 +31,28 @@ Fields with ``auto_now`` are not compared: every save changes them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field as dataclass_field
-from typing import TYPE_CHECKING
 
 from django.db.models import Max
 from django.utils import timezone
 
 from .. import conf, serialization as ser
+from ..enums import ConflictPolicy, Resolution
 from ..exceptions import SyncError
+from ..models import Conflict, IncomingTransaction, OutgoingTransaction
 from ..trust import atrest
-from .messages import Outcome
-
-if TYPE_CHECKING:
-    from ..models import Conflict
+from .messages import HELD, ApplyStopped
 
 #: A before-state value that matches nothing: the producer did not know this node's row.
 UNKNOWN = object()
 
 
 def policy_for(model) -> str:
-    from ..models.conflict import POLICIES
-
     label = model._meta.label_lower
     policy = conf.get("SYNCROUTER_CONFLICT_POLICIES").get(
         label, getattr(model, "sync_conflict_policy", conf.get("SYNCROUTER_CONFLICT_POLICY")))
-    if policy not in POLICIES:
+    if policy not in ConflictPolicy.values:
         raise SyncError(f"Conflict policy {policy!r} for {label} is not one of "
-                        f"{', '.join(POLICIES)}.")
+                        f"{', '.join(ConflictPolicy.values)}.")
     return policy
 
 
@@ -97,8 +93,6 @@ def row_hlc(model, pk, key, alias: str) -> int | None:
     over a row with another primary key (an insert that met this row under its
     natural key) only through the conflict ledger, by natural key.
     """
-    from ..models import Conflict, IncomingTransaction, OutgoingTransaction
-
     label, pk = model._meta.label_lower, str(pk)
     latest = [
         IncomingTransaction.objects.using(alias).filter(
@@ -106,7 +100,7 @@ def row_hlc(model, pk, key, alias: str) -> int | None:
         OutgoingTransaction.objects.using(alias).filter(
             tx_name=label, tx_pk=pk).aggregate(m=Max("hlc"))["m"],
         Conflict.objects.using(alias).filter(
-            model=label, key=ser.dumps(key), resolution="incoming_applied").aggregate(
+            model=label, key=ser.dumps(key), resolution=Resolution.INCOMING_APPLIED).aggregate(
             m=Max("incoming_hlc"))["m"],
     ]
     latest = [value for value in latest if value is not None]
@@ -167,8 +161,6 @@ class Later:
 
 def later_changes(tx, alias: str) -> Later:
     """The ``Later`` of ``tx``: one indexed query on (tx_name, tx_pk, producer, sequence)."""
-    from ..models import IncomingTransaction
-
     later = Later()
     rows = IncomingTransaction.objects.using(alias).filter(
         tx_name=tx.tx_name, tx_pk=tx.tx_pk, producer=tx.producer, sequence__gt=tx.sequence,
@@ -207,8 +199,6 @@ def _written(payload: dict) -> list[str]:
 
 def deleted_here(model, pk, alias: str) -> bool:
     """Whether this node deleted the row with primary key ``pk`` (replayed or locally)."""
-    from ..models import IncomingTransaction, OutgoingTransaction
-
     if pk is None:
         return False
     rows = {"tx_name": model._meta.label_lower, "tx_pk": str(pk), "action": "D"}
@@ -219,8 +209,6 @@ def deleted_here(model, pk, alias: str) -> bool:
 def insert_resolution(tx, alias: str) -> str | None:
     """How this node settled the insert of ``tx``'s row (its producer and ``tx_pk``) when
     that insert met another row here: a ``Conflict`` resolution, or None if it met none."""
-    from ..models import Conflict, IncomingTransaction
-
     inserts = IncomingTransaction.objects.using(alias).filter(
         tx_name=tx.tx_name, tx_pk=tx.tx_pk, producer=tx.producer, action="I").values("id")
     return Conflict.objects.using(alias).filter(tx_id__in=inserts).values_list(
@@ -228,14 +216,14 @@ def insert_resolution(tx, alias: str) -> str | None:
 
 
 def _decide(policy: str, tx, current_hlc: int | None) -> str:
-    if policy == "server_wins":
-        return "server_kept"
-    if policy == "client_wins":
-        return "incoming_applied"
-    if policy == "newer_wins":
+    if policy == ConflictPolicy.SERVER_WINS:
+        return Resolution.SERVER_KEPT
+    if policy == ConflictPolicy.CLIENT_WINS:
+        return Resolution.INCOMING_APPLIED
+    if policy == ConflictPolicy.NEWER_WINS:
         newer = current_hlc is None or tx.hlc > current_hlc
-        return "incoming_applied" if newer else "server_kept"
-    return "pending"
+        return Resolution.INCOMING_APPLIED if newer else Resolution.SERVER_KEPT
+    return Resolution.PENDING
 
 
 def check(model, existing, payload: dict, alias: str, tx, before: dict,
@@ -246,25 +234,23 @@ def check(model, existing, payload: dict, alias: str, tx, before: dict,
     for the message); the text is empty when nothing differs. ``existing`` is
     None when this node deleted the row the change is about. ``before`` is the
     before-state compared (``UNKNOWN`` values for a change that did not know
-    this node's row). A conflict held for a decision raises ``Outcome("held")``
+    this node's row). A conflict held for a decision raises ``ApplyStopped(HELD)``
     carrying its unsaved ledger row. A decision taken earlier (``resolve()``, or
     a replay rolled back after the ledger row was written) is acted on.
     """
-    from ..models import Conflict
-
     recorded = Conflict.objects.using(alias).filter(tx_id=tx.id).first()
-    if recorded is not None and recorded.resolution != "pending":
-        incoming = recorded.resolution == "incoming_applied"
+    if recorded is not None and recorded.resolution != Resolution.PENDING:
+        incoming = recorded.resolution == Resolution.INCOMING_APPLIED
         return incoming, f"conflict #{recorded.pk} resolved: {recorded.get_resolution_display()}"
     label = model._meta.label_lower
     if not differing:
         if recorded is not None:
-            recorded.resolution, recorded.resolved_by = "incoming_applied", "replay:matched"
+            recorded.resolution, recorded.resolved_by = Resolution.INCOMING_APPLIED, "replay:matched"
             recorded.resolved_datetime = timezone.now()
             recorded.save(using=alias)
         return True, ""
     if recorded is not None:
-        raise Outcome("held", f"conflict #{recorded.pk} is waiting for a decision")
+        raise ApplyStopped(HELD, f"conflict #{recorded.pk} is waiting for a decision")
     policy = policy_for(model)
     pk = existing.pk if existing is not None else payload.get("pk") or tx.tx_pk
     current_hlc = row_hlc(model, pk, payload["nk"], alias)
@@ -276,20 +262,20 @@ def check(model, existing, payload: dict, alias: str, tx, before: dict,
         incoming=ser.dumps(payload.get("fields") or payload.get("m2m") or {}),
         current=ser.dumps({} if existing is None else ser.row_fields(existing)),
         incoming_hlc=tx.hlc, current_hlc=current_hlc, resolution=resolution,
-        resolved_datetime=None if resolution == "pending" else timezone.now(),
-        resolved_by="" if resolution == "pending" else f"policy:{policy}")
+        resolved_datetime=None if resolution == Resolution.PENDING else timezone.now(),
+        resolved_by="" if resolution == Resolution.PENDING else f"policy:{policy}")
     gone = "" if existing is not None else "row deleted on this node; "
     text = f"on {gone}{', '.join(sorted(differing))} ({policy}): "
-    if resolution == "pending":
-        raise Outcome("held", text + "held for a decision", ledger=conflict)
+    if resolution == Resolution.PENDING:
+        raise ApplyStopped(HELD, text + "held for a decision", ledger=conflict)
     conflict.save(using=alias)
     text = f"conflict #{conflict.pk} {text}"
-    if resolution == "incoming_applied":
+    if resolution == Resolution.INCOMING_APPLIED:
         return True, text + "incoming values applied"
     return False, text + "this node's values kept"
 
 
-KEEP = {"server": "server_kept", "incoming": "incoming_applied"}
+KEEP = {"server": Resolution.SERVER_KEPT, "incoming": Resolution.INCOMING_APPLIED}
 
 
 def resolve(conflict: Conflict, keep: str, by: str = "") -> Conflict:
@@ -301,8 +287,6 @@ def resolve(conflict: Conflict, keep: str, by: str = "") -> Conflict:
     conflict with nothing apply. The decision is saved on the ledger row's own
     database; the next replay there acts on it. ``by`` names who decided.
     """
-    from ..models import IncomingTransaction
-
     if keep not in KEEP:
         raise SyncError(f"resolve(keep={keep!r}): keep must be 'server' or 'incoming'.")
     alias = conflict._state.db

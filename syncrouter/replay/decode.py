@@ -11,7 +11,8 @@ import json
 from django.db import models
 
 from .. import serialization as ser
-from .messages import Outcome
+from ..enums import ReplayOutcome
+from .messages import ApplyStopped
 
 
 def upgrade(payload: dict) -> dict:
@@ -50,11 +51,11 @@ def object_id(model: type[models.Model], gfk, value, row: dict, alias: str):
     content_type = find(ContentType, type_key, alias) if isinstance(type_key, list) else None
     target = content_type.model_class() if content_type is not None else None
     if target is None:
-        raise Outcome("error", f"{label}: object id {value} names its target by natural key, "
+        raise ApplyStopped(ReplayOutcome.ERROR, f"{label}: object id {value} names its target by natural key, "
                                f"but its content type {type_key!r} is not a model on this "
                                "node.")
     found = find(target, value, alias)
     if found is None:
-        raise Outcome("deferred", f"waits for {target._meta.label_lower} {value} (target of "
+        raise ApplyStopped(ReplayOutcome.DEFERRED, f"waits for {target._meta.label_lower} {value} (target of "
                                   f"{label}), not on this node yet")
     return found.pk

@@ -18,25 +18,24 @@ from __future__ import annotations
 
 import re
 
-from django.db import connections, transaction
+from django.db import transaction
 
-from ..capture.context import connection_flag
+from ..state import state_of, switched_on
 from .messages import ReplayLog
 
-_DRY_RUN = "syncrouter_dry_run"
 #: "conflict #12 ...": the ledger row was rolled back with everything else.
 _LEDGER_NUMBER = re.compile(r"\bconflict #\d+ ")
 
 
 def is_dry_run(alias: str) -> bool:
     """Whether the replay now running on ``alias`` is a dry run (for signal receivers)."""
-    return getattr(connections[alias], _DRY_RUN, False)
+    return state_of(alias).dry_run
 
 
 def rehearse(replayer) -> ReplayLog:
     """Run ``replayer`` (a ``runner.Replayer``) and roll back everything it wrote."""
     alias = replayer.alias
-    with transaction.atomic(using=alias), connection_flag(alias, _DRY_RUN):
+    with transaction.atomic(using=alias), switched_on(alias, "dry_run"):
         messages = replayer.run()
         transaction.set_rollback(True, using=alias)
     messages.rewrite_texts(lambda text: _LEDGER_NUMBER.sub("conflict (dry run, not recorded) ",

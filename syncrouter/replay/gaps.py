@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from django.db.models import Count, F, Max, Min, Q, Window
 from django.db.models.functions import Lead
 
+from ..models import IncomingTransaction
+
 
 @dataclass(frozen=True)
 class ProducerStream:
@@ -41,8 +43,6 @@ def missing_ranges(alias: str, producers=None) -> dict[str, list[tuple[int, int]
     Two queries whatever the volume: the lowest sequence per producer, and the
     rows whose successor (by a window function) is not the next number.
     """
-    from ..models import IncomingTransaction
-
     rows = IncomingTransaction.objects.using(alias)
     if producers is not None:
         rows = rows.filter(producer__in=list(producers))
@@ -65,8 +65,6 @@ def producer_streams(alias: str) -> list[ProducerStream]:
 
     Ordered by producer name.
     """
-    from ..models import IncomingTransaction
-
     gaps = missing_ranges(alias)
     waiting = Q(is_consumed=False)
     counts = IncomingTransaction.objects.using(alias).values("producer").annotate(

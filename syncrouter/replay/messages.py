@@ -9,10 +9,11 @@ from dataclasses import dataclass
 
 import orjson
 
-OUTCOMES = ("inserted", "updated", "deleted", "skipped", "deferred", "conflict", "error",
-            "refused")
-#: Outcomes after which nothing waits and nothing went wrong (``ReplayMessage.success``).
-SUCCESSES = ("inserted", "updated", "deleted", "skipped")
+from ..enums import SUCCESSES, ReplayOutcome
+
+#: The kind of an ``ApplyStopped`` for a conflict held for a decision: the message
+#: says ``conflict`` and the transaction waits (``is_deferred``).
+HELD = "held"
 
 
 @dataclass(frozen=True)
@@ -48,15 +49,15 @@ class ReplayMessage:
     @property
     def inserted(self) -> int:
         """1 if the transaction inserted its row here, else 0."""
-        return int(self.outcome == "inserted")
+        return int(self.outcome == ReplayOutcome.INSERTED)
 
     @property
     def updated(self) -> int:
-        return int(self.outcome == "updated")
+        return int(self.outcome == ReplayOutcome.UPDATED)
 
     @property
     def deleted(self) -> int:
-        return int(self.outcome == "deleted")
+        return int(self.outcome == ReplayOutcome.DELETED)
 
     @property
     def success(self) -> bool:
@@ -65,7 +66,7 @@ class ReplayMessage:
         return self.outcome in SUCCESSES
 
 
-class Outcome(Exception):
+class ApplyStopped(Exception):
     """Raised inside an apply to end it with ``kind`` (and roll back its savepoint).
 
     Used for the outcomes that must leave no trace: deferred, error, and a
@@ -78,6 +79,10 @@ class Outcome(Exception):
         self.kind = kind
         self.text = text
         self.ledger = ledger
+
+
+#: The exception's former name (it read like ``ReplayMessage.outcome``, which it is not).
+Outcome = ApplyStopped
 
 
 #: The next wider unsigned type of an ``array`` column.

@@ -1,7 +1,7 @@
 """Find many rows by natural key in a few queries.
 
 ``get_by_natural_key`` finds one row per query (two or three with joins), which
-is most of the cost of replaying a row one at a time (DESIGN.md §7). Most
+is most of the cost of replaying a row one at a time (benchmarks/RESULTS.md). Most
 natural keys are a chain of attributes (``self.household_member.natural_key()
 + (self.visit_code,)``): calling ``natural_key()`` on a recording stand-in for
 the instance reveals the lookups behind each element
@@ -12,7 +12,7 @@ keys are found one at a time with the model's own ``get_by_natural_key``.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from django.core.exceptions import FieldDoesNotExist, ValidationError
 from django.db import connections, models
@@ -20,11 +20,11 @@ from django.db.models import F
 
 from .. import serialization as ser
 from ..lookups import AnyOf, AnyRowOf
+from ..params import chunk_size
 
-#: Keys per query. Elsewhere each key takes a parameter (SQLite allows 999 per
-#: query); PostgreSQL takes each column's keys as one array (``lookups.AnyRowOf``),
-#: and one query for a whole batch beats many small ones by far.
-CHUNK = 500
+#: Keys per query on PostgreSQL, which takes each column's keys as one array
+#: (``lookups.AnyRowOf``): one query for a whole batch beats many small ones by far.
+#: Elsewhere each part of each key takes a parameter (``params.chunk_size``).
 ARRAY_CHUNK = 10_000
 
 
@@ -50,7 +50,7 @@ class _Recorder:
         return _Leaf(self._path + (name,))
 
 
-@lru_cache(maxsize=None)
+@cache
 def lookups(model: type[models.Model]) -> tuple[str, ...] | None:
     """The ORM lookups whose values make up ``model``'s natural key, or None if unknown."""
     try:
@@ -112,7 +112,7 @@ def _by_paths(model, paths: tuple, wanted: dict, alias: str) -> dict[str, object
     found: dict[str, object] = {}
     items = list(wanted.items())
     postgres = connections[alias].vendor == "postgresql"
-    size = ARRAY_CHUNK if postgres else CHUNK
+    size = ARRAY_CHUNK if postgres else chunk_size(connections[alias], len(paths))
     manager = model._base_manager.using(alias)
     for start in range(0, len(items), size):
         chunk = items[start:start + size]

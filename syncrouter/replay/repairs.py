@@ -29,14 +29,15 @@ tx_name=...).update(is_error=False)``) and replay.
 from __future__ import annotations
 
 import logging
-from functools import lru_cache
-from typing import Callable
+from collections.abc import Callable
+from functools import cache
 
 from django.core.signals import setting_changed
 from django.db import models
 from django.utils.module_loading import import_string
 
 from .. import conf
+from ..enums import ReplayOutcome
 from ..exceptions import SyncError
 
 logger = logging.getLogger("syncrouter.replay")
@@ -52,7 +53,7 @@ def name_of(hook) -> str:
     return f"{getattr(hook, '__module__', '?')}.{getattr(hook, '__qualname__', repr(hook))}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def hooks_for(model: type[models.Model]) -> tuple[Repair, ...]:
     """The repair hooks of ``model``: its own, then those of the setting.
 
@@ -87,7 +88,7 @@ def repair(model: type[models.Model], payload: dict, row) -> tuple[dict, str | N
     try:
         hooks = hooks_for(model)
     except SyncError as exc:
-        return payload, "error", f"payload repair: {exc}"
+        return payload, ReplayOutcome.ERROR, f"payload repair: {exc}"
     label = payload.get("model")
     for hook in hooks:
         try:
@@ -95,11 +96,11 @@ def repair(model: type[models.Model], payload: dict, row) -> tuple[dict, str | N
         except Exception as exc:  # the hook's failure is this row's error, named
             logger.warning("Payload repair %s failed on %s#%s", name_of(hook), row.producer,
                            row.sequence, exc_info=True)
-            return payload, "error", (f"payload repair {name_of(hook)} failed: "
+            return payload, ReplayOutcome.ERROR, (f"payload repair {name_of(hook)} failed: "
                                       f"{type(exc).__name__}: {exc}")
         if not isinstance(repaired, dict) or "nk" not in repaired \
                 or repaired.get("model") != label:
-            return payload, "error", (f"payload repair {name_of(hook)} returned "
+            return payload, ReplayOutcome.ERROR, (f"payload repair {name_of(hook)} returned "
                                       f"{type(repaired).__name__}, not a payload of {label}")
         payload = repaired
     return payload, None, ""

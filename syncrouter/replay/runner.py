@@ -23,26 +23,30 @@ before-state waits for the hole instead of becoming a conflict.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from collections import defaultdict
-from typing import Callable
+from collections.abc import Callable
 
 from django.apps import apps
 from django.db import DatabaseError, connections, transaction
 from django.utils import timezone
 
 from .. import conf, serialization as ser, trust
-from ..capture.context import replaying
+from ..enums import ReplayOutcome
 from ..exceptions import ReplayRefused
+from ..models import ProducerClock
 from ..registry import site_sync_models
+from ..state import replaying
 from ..transfer.copy import IDENTITY_FIELDS, TransferQuerySet, keyset_pages
+from ..transfer.rows import transaction_groups
 from ..trust import atrest
 from . import batch, dberrors, decode, dryrun, keys, own, repairs
 from .apply import apply_row
 from .devices import consumer_node
 from .gaps import missing_ranges
 from .lock import replay_lock
-from .messages import Outcome, ReplayLog
+from .messages import HELD, ApplyStopped, ReplayLog
 
 logger = logging.getLogger("syncrouter.replay")
 
@@ -51,7 +55,7 @@ logger = logging.getLogger("syncrouter.replay")
 class _UnitFailed(Exception):
     """One member of a unit could not be applied: the whole unit rolls back."""
 
-    def __init__(self, member: "_Prepared", outcome: Outcome):
+    def __init__(self, member: _Prepared, outcome: ApplyStopped):
         super().__init__(outcome.text)
         self.member = member
         self.outcome = outcome
@@ -80,16 +84,7 @@ def _connection_lost(alias: str) -> bool:
 def units(pages):
     """Rows grouped by client database transaction: consecutive rows of one producer
     sharing ``db_transaction_id``, kept together across page boundaries."""
-    unit = []
-    for page in pages:
-        for row in page:
-            if unit and (row.producer, row.db_transaction_id) != (
-                    unit[0].producer, unit[0].db_transaction_id):
-                yield unit
-                unit = []
-            unit.append(row)
-    if unit:
-        yield unit
+    return transaction_groups(itertools.chain.from_iterable(pages))
 
 
 class Replayer:
@@ -187,14 +182,14 @@ class Replayer:
     def replay(self, unit: list) -> str:
         """Apply the rows of one client database transaction together, or none of them."""
         prepared = self._prepare_unit(unit)
-        return self._replay_prepared(prepared) if prepared else "skipped"
+        return self._replay_prepared(prepared) if prepared else ReplayOutcome.SKIPPED
 
     def _prepare_unit(self, unit: list) -> list:
         """The unit's rows ready to apply; rows this node leaves alone are reported here."""
         prepared = []
         for row in unit:
             item = self._prepare(row)
-            if item.kind == "skipped":
+            if item.kind == ReplayOutcome.SKIPPED:
                 self._report(item, item.kind, item.text)
             else:
                 prepared.append(item)
@@ -207,11 +202,11 @@ class Replayer:
         try:
             failed = next((item for item in prepared if item.kind is not None), None)
             if failed is not None:
-                raise _UnitFailed(failed, Outcome(failed.kind, failed.text))
+                raise _UnitFailed(failed, ApplyStopped(failed.kind, failed.text))
             done = self._apply(prepared)
         except _UnitFailed as failure:
             kind = self._fail(prepared, failure)
-            if kind == "deferred":
+            if kind == ReplayOutcome.DEFERRED:
                 self.deferred.append([item.row for item in prepared])
             return kind
         for item, (kind, text) in zip(prepared, done):
@@ -226,29 +221,29 @@ class Replayer:
             if not isinstance(payload, dict) or "nk" not in payload:
                 raise ValueError("not a syncrouter payload object")
         except ValueError as exc:
-            kind, text = "error", f"corrupt payload: {exc}"
+            kind, text = ReplayOutcome.ERROR, f"corrupt payload: {exc}"
         except atrest.KeyUnavailable as exc:  # heals when the key is added: it waits
-            payload, kind, text = None, "deferred", f"waits for its payload key: {exc}"
+            payload, kind, text = None, ReplayOutcome.DEFERRED, f"waits for its payload key: {exc}"
         except atrest.Tampered as exc:
-            kind, text = "refused", f"refused: {exc}"
+            kind, text = ReplayOutcome.REFUSED, f"refused: {exc}"
         if kind is None:
             try:
                 payload = decode.upgrade(payload)
             except ValueError as exc:
-                kind, text = "error", str(exc)
+                kind, text = ReplayOutcome.ERROR, str(exc)
         if kind is None:
             model, kind, text = self._model(row, payload)
         if kind is None:  # signature, device registry and write rules (syncrouter.trust)
             text = trust.check(row, payload, model, self.alias, plain) or ""
-            kind = "refused" if text else None
+            kind = ReplayOutcome.REFUSED if text else None
         if kind is None and self.check_hostname and own.is_own(row, self.node):
-            kind, text = "skipped", own.SKIPPED
+            kind, text = ReplayOutcome.SKIPPED, own.SKIPPED
         if kind is None:
             payload, kind, text = repairs.repair(model, payload, row)
         if kind is None and (row.action == "D" or "m2m" in payload):
             gap = self._gap_below(row)
             if gap is not None:  # an earlier change may still refer to the row or its links
-                kind, text = "deferred", (
+                kind, text = ReplayOutcome.DEFERRED, (
                     f"waits for {row.producer}#{gap[0]}-{gap[1]}, not on this node yet: a "
                     "delete or link change waits for every earlier change of its producer")
         return _Prepared(row, payload, model, kind, text)
@@ -260,7 +255,7 @@ class Replayer:
             blocker = next((k for k in keys.touched(item.row, item.payload, item.model)
                             if k in held), None)
             if blocker is not None:
-                item.kind = "deferred"
+                item.kind = ReplayOutcome.DEFERRED
                 item.text = (f"waits for {item.row.producer}#{held[blocker]} (" + (
                     "its payload cannot be read yet" if blocker == keys.UNREAD
                     else "same key, earlier") + ")")
@@ -276,11 +271,11 @@ class Replayer:
             try:
                 apps.get_model(label)
             except (LookupError, ValueError):
-                return None, "error", f"unknown model {label!r} on this node"
-            return None, "error", (f"model {label!r} is not registered for sync on this node; "
+                return None, ReplayOutcome.ERROR, f"unknown model {label!r} on this node"
+            return None, ReplayOutcome.ERROR, (f"model {label!r} is not registered for sync on this node; "
                                    "replay refuses to write it")
         if payload.get("model") != label:
-            return None, "error", (f"payload names model {payload.get('model')!r} but the "
+            return None, ReplayOutcome.ERROR, (f"payload names model {payload.get('model')!r} but the "
                                    f"transaction is for {label!r}")
         return model, None, ""
 
@@ -293,29 +288,29 @@ class Replayer:
                     try:
                         done.append(apply_row(item.model, item.row.action, item.payload,
                                               self.alias, item.row, self._gap_below(item.row)))
-                    except Outcome as outcome:
+                    except ApplyStopped as outcome:
                         raise _UnitFailed(item, outcome) from None
                     except Exception as exc:  # isolate the unit: guarantee 7
                         raise _UnitFailed(item, self._failure(item, exc)) from exc
-            for item, (kind, text) in zip(prepared, done):
+            for item, (_kind, text) in zip(prepared, done):
                 if not self._consume(item.row, text):
-                    raise _UnitFailed(item, Outcome("skipped",
+                    raise _UnitFailed(item, ApplyStopped(ReplayOutcome.SKIPPED,
                                                     "already consumed by another replay"))
         self.max_hlc = max([self.max_hlc] + [item.row.hlc for item in prepared])
         return done
 
-    def _failure(self, item: _Prepared, exc: Exception) -> Outcome:
+    def _failure(self, item: _Prepared, exc: Exception) -> ApplyStopped:
         """What an unexpected exception means for the unit: it waits if the database's
         state may change (``dberrors``), else it is an error. A lost connection ends the
         run instead: nothing can be marked on it."""
         reason = dberrors.waits(exc)
         if reason is not None:
             logger.info("Replay of %s waits: %s", item, reason)
-            return Outcome("deferred", reason)
+            return ApplyStopped(ReplayOutcome.DEFERRED, reason)
         if isinstance(exc, DatabaseError) and _connection_lost(self.alias):
             raise exc
         logger.warning("Replay of %s failed", item, exc_info=True)
-        return Outcome("error", f"{type(exc).__name__}: {exc}")
+        return ApplyStopped(ReplayOutcome.ERROR, f"{type(exc).__name__}: {exc}")
 
     def _fail(self, prepared: list, failure: _UnitFailed) -> str:
         """Mark every row of a unit that was not applied, naming the member that stopped it."""
@@ -328,17 +323,18 @@ class Replayer:
                 if item is member:
                     item_kind, item_text = kind, text
                 else:
-                    item_kind = kind if kind in ("error", "refused", "skipped") else "deferred"
+                    item_kind = kind if kind in (ReplayOutcome.ERROR, ReplayOutcome.REFUSED,
+                                                 ReplayOutcome.SKIPPED) else ReplayOutcome.DEFERRED
                     item_text = (f"not applied: its database transaction also holds {member}, "
                                  f"which is {kind}: {text}")
-                if item_kind != "skipped":
+                if item_kind != ReplayOutcome.SKIPPED:
                     self._mark(item.row, item_kind, item_text)
                 self._report(item, item_kind, item_text)
-                if item_kind != "skipped":  # what it would have written waits with it
+                if item_kind != ReplayOutcome.SKIPPED:  # what it would have written waits with it
                     unread = item.payload is None  # all its producer's keys (keys.UNREAD)
                     for key in keys.own(item.row, item.payload) if item.model or unread else ():
                         self.held[item.row.producer].setdefault(key, item.row.sequence)
-                        if kind != "deferred":
+                        if kind != ReplayOutcome.DEFERRED:
                             self.stuck[item.row.producer].setdefault(key, item.row.sequence)
         return kind
 
@@ -349,8 +345,9 @@ class Replayer:
 
     def _mark(self, row, kind: str, text: str) -> None:
         type(row).objects.using(self.alias).filter(pk=row.pk).update(
-            is_deferred=kind in ("deferred", "held"), is_error=kind in ("error", "refused"),
-            is_refused=kind == "refused", error=text)
+            is_deferred=kind in (ReplayOutcome.DEFERRED, HELD),
+            is_error=kind in (ReplayOutcome.ERROR, ReplayOutcome.REFUSED),
+            is_refused=kind == ReplayOutcome.REFUSED, error=text)
 
     def _report(self, item: _Prepared, kind: str, text: str) -> None:
         row, payload = item.row, item.payload
@@ -358,14 +355,12 @@ class Replayer:
         self.messages.record(
             row.id, row.producer, row.sequence, row.tx_name,
             payload.get("nk") if isinstance(payload, dict) else None, row.action,
-            "conflict" if kind == "held" else kind, text)
-        if kind == "error":
+            ReplayOutcome.CONFLICT if kind == HELD else kind, text)
+        if kind == ReplayOutcome.ERROR:
             logger.warning("%s#%s %s: %s", row.producer, row.sequence, row.tx_name, text)
 
     def _advance_clock(self) -> None:
         """Hybrid logical clock receive rule: this node's clock passes every replayed change."""
-        from ..models import ProducerClock
-
         if not self.max_hlc:
             return
         producer = conf.node_for_alias(self.alias).name

@@ -31,35 +31,43 @@ from __future__ import annotations
 
 import itertools
 import logging
+from collections.abc import Callable, Iterable, Iterator
 from functools import lru_cache
-from typing import Callable, Iterable, Iterator, NamedTuple
 
 from django.db import (
-    DatabaseError, DataError, IntegrityError, InterfaceError, OperationalError, connections,
-    models, transaction,
+    DatabaseError,
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    connections,
+    models,
+    transaction,
 )
 from django.utils import timezone
 
-from .. import conf, serialization as ser, trust
+from .. import conf, trust
 from ..capture.seal import seal
 from ..exceptions import SyncError
+from ..models import IncomingTransaction
+from ..params import chunks
+from . import pgcopy
 from .refusals import Ledger, Refused, describe
+from .rows import (
+    IDENTITY_FIELDS,
+    CopyResult,
+    incoming_hops,
+    mark_sent,
+    same_group,
+    sent_flag,
+    transaction_groups,
+)
 
 logger = logging.getLogger("syncrouter.transfer")
-
-#: Fields a transaction keeps on every hop.
-IDENTITY_FIELDS = ("id", "tx", "tx_name", "tx_pk", "producer", "hostname", "sequence",
-                   "db_transaction_id", "hlc", "action", "timestamp", "signature")
-
 
 #: A copy of at least this many rows into a PostgreSQL inbox ends with ANALYZE
 #: (``pgcopy.analyze_inbox``), so that replay's queries are planned for its new size.
 ANALYZE_AFTER = 10_000
-
-
-class CopyResult(NamedTuple):
-    copied: int
-    already_present: int
 
 
 class CopyInterrupted(SyncError):
@@ -141,16 +149,12 @@ def _whole_groups(pages: Iterable[list], size: int) -> Iterator[list]:
     """Cut the rows of ``pages`` again, each page running on to the end of a group."""
     page: list = []
     for row in itertools.chain.from_iterable(pages):
-        if len(page) >= size and not _same_group(page[-1], row):
+        if len(page) >= size and not same_group(page[-1], row):
             yield page
             page = []
         page.append(row)
     if page:
         yield page
-
-
-def _same_group(row, other) -> bool:
-    return (row.producer, row.db_transaction_id) == (other.producer, other.db_transaction_id)
 
 
 def identity_clash(target: str, producer: str, sequence: int, held_id, source_id) -> str:
@@ -159,16 +163,9 @@ def identity_clash(target: str, producer: str, sequence: int, held_id, source_id
             "sequence (restored from a backup?)")
 
 
-def incoming_hops(row, target_name: str) -> str:
-    """The row's hop list with the target appended, as stored on the target."""
-    return ser.dumps(ser.loads(row.hops) + [target_name])
-
-
 @lru_cache(maxsize=None)
 def _char_limits() -> tuple[tuple[str, int], ...]:
     """(field, max_length) of the inbox's character columns that travel."""
-    from ..models import IncomingTransaction
-
     fields = (IncomingTransaction._meta.get_field(name) for name in IDENTITY_FIELDS)
     return tuple((f.attname, f.max_length) for f in fields
                  if isinstance(f, models.CharField) and f.max_length)
@@ -321,8 +318,6 @@ def _identity_clashes(incoming, target: str, rows) -> list[tuple]:
 def _clashes_of_screened(batch: Batch, target: str) -> None:
     """Look for clashes among the rows screened out for their values too: the writers
     only see the rows they write, and a clash blocks the producer's later rows."""
-    from ..models import IncomingTransaction
-
     screened = [row for row in batch.rows
                 if row.id in batch.refused and row.producer not in batch.blocked]
     if screened:
@@ -330,22 +325,13 @@ def _clashes_of_screened(batch: Batch, target: str) -> None:
 
 
 def _id_chunks(rows, alias: str) -> list[list]:
-    """The rows' ids, in lists that one statement on ``alias`` can take as parameters.
-
-    A batch that holds a large client database transaction can run to
-    thousands of rows, past what some SQLite builds accept (Django assumes 999);
-    each list leaves room for 100 more parameters, the statement's own values.
-    """
-    ids = [row.id for row in rows]
-    limit = connections[alias].features.max_query_params
-    size = limit - 100 if limit else max(len(ids), 1)
-    return [ids[start:start + size] for start in range(0, len(ids), size)]
+    """The rows' ids, in lists that one statement on ``alias`` can take as parameters
+    (a batch that holds a large client database transaction can run to thousands)."""
+    return list(chunks([row.id for row in rows], connections[alias]))
 
 
 def _insert_batch(batch: Batch, target: str, target_name: str) -> CopyResult:
     """Portable path: a SELECT for the ids already there, one bulk INSERT for the rest."""
-    from ..models import IncomingTransaction
-
     rows = batch.sendable()
     present = set()
     for ids in _id_chunks(rows, target):
@@ -375,17 +361,6 @@ def refused_by_database(exc: Exception) -> bool:
     return isinstance(exc, DatabaseError) and sqlstate[:2] in _REFUSING_SQLSTATES
 
 
-def _groups(rows: list) -> list[list]:
-    """The rows cut into producer database transactions (consecutive, same producer and id)."""
-    groups: list[list] = []
-    for row in rows:
-        if groups and _same_group(groups[-1][-1], row):
-            groups[-1].append(row)
-        else:
-            groups.append([row])
-    return groups
-
-
 def write_batch(batch: Batch, target: str, target_name: str) -> Batch:
     """Write one batch on the target in one database transaction, refusing only what
     the target cannot take; ``batch.refused`` and ``batch.result`` say what happened.
@@ -398,26 +373,35 @@ def write_batch(batch: Batch, target: str, target_name: str) -> Batch:
     """
     connection = connections[target]
     if connection.vendor == "postgresql":
-        from .pgcopy import copy_batch as write
+        write = pgcopy.copy_batch
     else:
         write = _insert_batch
     batch.screen(lambda row: value_problem(row, connection.vendor))
     _clashes_of_screened(batch, target)
     screened, clashed = dict(batch.refused), dict(batch.clashed)
+    error = _attempt(batch, write, target, target_name)
+    if error is None:
+        return batch
+    logger.info("%s refused a batch (%s); writing it one producer database transaction "
+                "at a time.", target, error)
+    batch.refused, batch.clashed = screened, clashed
+    with transaction.atomic(using=target):
+        for group in transaction_groups(batch.sendable()):
+            batch.join(_write_group(batch.part(group), write, target, target_name))
+    return batch
+
+
+def _attempt(part: Batch, write, target: str, target_name: str) -> DatabaseError | None:
+    """Write ``part`` in one transaction (a savepoint inside the caller's); None, or the
+    error with which the target refused it (any other error is raised)."""
     try:
         with transaction.atomic(using=target):
-            batch.result = write(batch, target, target_name)
-        return batch
+            part.result = write(part, target, target_name)
     except DatabaseError as exc:
         if not refused_by_database(exc):
             raise
-        logger.info("%s refused a batch (%s); writing it one producer database transaction "
-                    "at a time.", target, exc)
-    batch.refused, batch.clashed = screened, clashed
-    with transaction.atomic(using=target):
-        for group in _groups(batch.sendable()):
-            batch.join(_write_group(batch.part(group), write, target, target_name))
-    return batch
+        return exc
+    return None
 
 
 def _write_group(part: Batch, write, target: str, target_name: str) -> Batch:
@@ -428,15 +412,10 @@ def _write_group(part: Batch, write, target: str, target_name: str) -> Batch:
     if not part.sendable():
         return part
     for _ in range(2):
-        try:
-            with transaction.atomic(using=target):
-                part.result = write(part, target, target_name)
+        error = _attempt(part, write, target, target_name)
+        if error is None:
             return part
-        except DatabaseError as exc:
-            if not refused_by_database(exc):
-                raise
-            error = exc
-            part.refused, part.clashed = {}, {}  # all of it was sendable: back to that
+        part.refused, part.clashed = {}, {}  # all of it was sendable: back to that
     reason = " ".join(str(error).split())  # PostgreSQL's DETAIL and HINT on one line
     cause = part.refuse(part.rows[0], f"{target_name} refused it "
                                       f"({type(error).__name__}: {reason})")
@@ -468,7 +447,7 @@ class TransferQuerySet(models.QuerySet):
         if using == self.db:
             raise SyncError(f"Cannot copy transactions from alias {using!r} to itself.")
         target = conf.node_for_alias(using)
-        flag = "is_consumed_middleman" if target.role == "middleman" else "is_consumed_server"
+        flag = sent_flag(target)
         copied = present = 0
         side = self.db
         ledger = Ledger(self.db, target.name)
@@ -491,8 +470,10 @@ class TransferQuerySet(models.QuerySet):
                 screened_out = [row for row in rows if row.id not in kept] if kept is not None \
                     else []
                 with transaction.atomic(using=self.db):
-                    self._mark_copied([*batch.sendable(), *screened_out], **{flag: True},
-                                      consumed_datetime=timezone.now(), consumer=target.name)
+                    mark_sent(self.model, self.db,
+                              [row.id for row in [*batch.sendable(), *screened_out]],
+                              **{flag: True}, consumed_datetime=timezone.now(),
+                              consumer=target.name)
                     ledger.settle([row.id for row in rows if row.id not in causes]
                                   if ledger.outstanding else (), touched)
                 refused.update((id(cause), cause) for cause in touched)
@@ -510,9 +491,7 @@ class TransferQuerySet(models.QuerySet):
                 f"copied and marked before the break ({present} already there); run the copy "
                 "again to finish.", side, done) from exc
         if copied >= ANALYZE_AFTER and connections[using].vendor == "postgresql":
-            from .pgcopy import analyze_inbox
-
-            analyze_inbox(using)
+            pgcopy.analyze_inbox(using)
         logger.info("Copied %d transactions from %s to %s (%d already there).",
                     copied, self.db, using, present)
         result = CopyResult(copied, present)
@@ -530,12 +509,6 @@ class TransferQuerySet(models.QuerySet):
     def transferable(self) -> "TransferQuerySet":
         """These rows as far as they can travel now (all of them: see ``OutboxQuerySet``)."""
         return self
-
-    def _mark_copied(self, rows, **values) -> None:
-        """Set ``values`` on the source rows of one batch (inside the caller's transaction)."""
-        for ids in _id_chunks(rows, self.db):
-            # The base manager: these rows are sealed, no need to seal again for each batch.
-            self.model._base_manager.using(self.db).filter(id__in=ids).update(**values)
 
 
 class OutboxQuerySet(TransferQuerySet):

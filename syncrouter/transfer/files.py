@@ -64,10 +64,10 @@ import tempfile
 import uuid
 import zipfile
 import zlib
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Iterable, Iterator
 
 import orjson
 from django.db import InterfaceError, OperationalError, connections, transaction
@@ -76,12 +76,19 @@ from django.utils.dateparse import parse_datetime
 
 from .. import conf, trust
 from ..exceptions import SyncError
+from ..models import IncomingTransaction, OutgoingTransaction
 from ..trust import atrest, crypto_files
 from .copy import (
-    IDENTITY_FIELDS, Batch, CopyInterrupted, CopyResult, keyset_pages, value_problem,
+    IDENTITY_FIELDS,
+    Batch,
+    CopyInterrupted,
+    CopyResult,
+    keyset_pages,
+    value_problem,
     write_batch,
 )
 from .refusals import Ledger, Refused, describe
+from .rows import mark_sent
 
 logger = logging.getLogger("syncrouter.transfer")
 
@@ -159,8 +166,6 @@ def pending(alias: str, flag: str = "is_consumed_server") -> list:
     Its own captured changes not yet marked ``flag``, and on a middleman or
     community node also the incoming transactions it has not forwarded.
     """
-    from ..models import IncomingTransaction, OutgoingTransaction
-
     querysets = [OutgoingTransaction.objects.using(alias).filter(**{flag: False})]
     if conf.node_for_alias(alias).role in ("middleman", "community"):
         querysets.append(IncomingTransaction.objects.using(alias).filter(**{flag: False}))
@@ -291,9 +296,8 @@ def _mark_exported(path: Path, querysets: list, manifest: Manifest, size: int,
         for chunk in _batches(_lines(content, conf.max_transaction_bytes(), str(path)), size):
             ids = [orjson.loads(line)["id"] for _, line in chunk]
             for model in models:
-                model.objects.using(alias).filter(id__in=ids).update(
-                    is_consumed_server=True, consumed_datetime=now,
-                    consumer=f"file:{path.name}", batch_id=manifest.batch_id)
+                mark_sent(model, alias, ids, is_consumed_server=True, consumed_datetime=now,
+                          consumer=f"file:{path.name}", batch_id=manifest.batch_id)
 
 
 def _lines(content, limit: int, where: str) -> Iterator[tuple[int, bytearray]]:

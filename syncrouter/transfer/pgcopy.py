@@ -1,7 +1,7 @@
 """Write one batch into a PostgreSQL inbox with COPY.
 
 COPY through the Django connection's psycopg cursor runs about 3x faster than
-``bulk_create`` (DESIGN.md §7). It cannot skip rows that are already there, so
+``bulk_create`` (benchmarks/RESULTS.md). It cannot skip rows that are already there, so
 the batch goes into a TEMP staging table first, then one
 ``INSERT ... SELECT ... ON CONFLICT (id) DO NOTHING`` moves the new rows; its
 row count is exactly the number of new rows.
@@ -21,10 +21,16 @@ rows leave the staging table and the other producers' rows go in.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.db import connections
 from django.utils import timezone
 
-from .copy import IDENTITY_FIELDS, Batch, CopyResult, incoming_hops
+from ..models import IncomingTransaction
+from .rows import IDENTITY_FIELDS, CopyResult, incoming_hops
+
+if TYPE_CHECKING:
+    from .copy import Batch
 
 STAGING = "syncrouter_copy_staging"
 #: Columns that travel with each row; every other inbox column takes its default.
@@ -32,8 +38,6 @@ STAGED = IDENTITY_FIELDS + ("hops",)
 
 
 def _sql(connection) -> dict[str, str]:
-    from ..models import IncomingTransaction
-
     quote = connection.ops.quote_name
     inbox = quote(IncomingTransaction._meta.db_table)
     staged = ", ".join(quote(IncomingTransaction._meta.get_field(f).column) for f in STAGED)
@@ -68,8 +72,6 @@ def _source(quote, column: str) -> str:
 
 def _defaults(connection, now) -> list:
     """Parameters of the INSERT: values of the columns that do not travel."""
-    from ..models import IncomingTransaction
-
     values = []
     for field in IncomingTransaction._meta.concrete_fields:
         if field.column in STAGED:
@@ -112,8 +114,6 @@ def analyze_inbox(target: str) -> None:
     page (1.4 s a page). ANALYZE reads a sample of the table, a fraction of a
     second even at a million rows.
     """
-    from ..models import IncomingTransaction
-
     connection = connections[target]
     with connection.cursor() as cursor:
         cursor.execute(f"ANALYZE {connection.ops.quote_name(IncomingTransaction._meta.db_table)}")

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db import transaction
+from django.db import connections, transaction
 from django.utils import timezone
+
+from ..models import Refusal
+from ..params import chunks
 
 #: How many refusals a message names one by one; ``status`` lists them all.
 NAMED = 10
-#: Ids per DELETE: below the parameter limit of every SQLite build.
-CHUNK = 500
 
 
 @dataclass
@@ -60,8 +61,6 @@ class Ledger:
     """
 
     def __init__(self, alias: str, target: str):
-        from ..models import Refusal
-
         self.alias, self.target = alias, target
         self.rows = Refusal.objects.using(alias)
         #: Ids refused before, by an earlier attempt: cleared when they get through.
@@ -71,16 +70,13 @@ class Ledger:
     def settle(self, other_ids, refused: list[Refused]) -> None:
         """Record (again) the ``refused`` causes; forget ``other_ids``, the transactions
         of the attempt that are no cause (any more): sent, or held back by another."""
-        from ..models import Refusal
-
         through = [tx_id for tx_id in other_ids if tx_id in self.outstanding]
         if not through and not refused:
             return
         now = timezone.now()
         with transaction.atomic(using=self.alias):
-            for start in range(0, len(through), CHUNK):
-                self.rows.filter(target=self.target,
-                                 tx_id__in=through[start:start + CHUNK]).delete()
+            for chunk in chunks(through, connections[self.alias]):
+                self.rows.filter(target=self.target, tx_id__in=chunk).delete()
             self.rows.bulk_create(
                 [Refusal(tx_id=cause.id, producer=cause.producer, sequence=cause.sequence,
                          target=self.target, reason=cause.reason, held_back=cause.held_back,

@@ -12,7 +12,7 @@ The pipeline calls into this package at four places, each one line:
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .. import conf
 from . import atrest, keys, signing

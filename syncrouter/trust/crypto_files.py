@@ -30,8 +30,8 @@ import os
 import secrets
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 import orjson
 from cryptography.exceptions import InvalidSignature, InvalidTag

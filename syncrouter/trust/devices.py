@@ -18,6 +18,7 @@ from django.utils import timezone
 
 from .. import conf
 from ..exceptions import SyncError
+from ..models import Device, IncomingTransaction
 from .keys import PublicKeys, parse_public
 
 TTL = 2.0
@@ -55,8 +56,6 @@ def forget(**kwargs) -> None:
 
 def registry(alias: str) -> Registry:
     """The registry of ``alias``, read at most every ``TTL`` seconds."""
-    from ..models import Device
-
     now = time.monotonic()
     snapshot = _snapshots.get(alias)
     if snapshot is None or now - snapshot[0] > TTL:
@@ -76,8 +75,6 @@ def trust(alias: str, name: str, public_key: str, role: str = "client",
     revocation); with another key it needs ``replace`` (a device whose key was
     rotated): rows it signed with the old key are refused from then on.
     """
-    from ..models import Device
-
     if role not in conf.ROLES:
         raise SyncError(f"Role {role!r} is not one of {', '.join(conf.ROLES)}.")
     keys = parse_public(public_key)
@@ -103,8 +100,6 @@ def revoke(alias: str, name: str, after: int | None = None):
     """Revoke ``name`` on ``alias``: its transactions with a sequence above ``after`` are
     refused. ``after`` defaults to the highest sequence of it that this node has
     already received, so what arrived before the revocation stays valid."""
-    from ..models import Device, IncomingTransaction
-
     device = Device.objects.using(alias).filter(name=name).first()
     if device is None:
         raise SyncError(f"No device named {name!r} is enrolled on alias {alias!r}.")
@@ -119,6 +114,4 @@ def revoke(alias: str, name: str, after: int | None = None):
 
 
 def devices(alias: str) -> list:
-    from ..models import Device
-
     return list(Device.objects.using(alias).all())

@@ -31,8 +31,8 @@ other ``auth`` model is refused from them.
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from django.utils.module_loading import import_string
 

@@ -21,11 +21,12 @@ until then); nothing in an inbox is believed before replay's check.
 from __future__ import annotations
 
 import logging
-from typing import Mapping
+from collections.abc import Mapping
 
 import orjson
 
 from .. import conf
+from ..models import RefusedTransaction
 from . import atrest, devices, rules, signing
 
 logger = logging.getLogger("syncrouter.trust")
@@ -88,8 +89,6 @@ def screen(rows: list, target: str, source: str) -> list:
     """
     if not enabled() or not rows:
         return rows
-    from ..models import RefusedTransaction
-
     registry = devices.registry(target)
     own = conf.node_for_alias(target).name
     kept = []

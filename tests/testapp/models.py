@@ -1,6 +1,6 @@
 """A small clinical study: Household -> HouseholdMember -> SubjectVisit -> CRFs.
 
-Shaped as DESIGN.md §6 asks: UUID primary keys on most models, natural keys that
+Shaped like the models syncrouter is built for: UUID primary keys on most models, natural keys that
 go through parents, a list model, an M2M, a proxy, a multi-table-inheritance
 child, and a model with an integer auto primary key.
 """

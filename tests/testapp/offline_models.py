@@ -1,7 +1,6 @@
 # offline_models.py  (seed 002, as written; the label names this test app's CRF)
 
-from syncrouter.compat import site_offline_models
-from syncrouter.compat import OfflineModel
+from syncrouter.compat import OfflineModel, site_offline_models
 
 offline_models = [
     'testapp.OfflineCrf',

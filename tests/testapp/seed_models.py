@@ -7,13 +7,17 @@ models at the end are this test app's CRFs built on them.
 from syncrouter.models import SyncModelMixin
 from tests.testapp import django1_models as models
 from tests.testapp.edc import (
-    BaseUuidModel, CrfMetaDataManager, CrfModelManager, CrfModelMixin, HistoricalRecords,
-    MaternalConsent, OffStudyMixin, RequiresConsentMixin,
+    BaseUuidModel,
+    CrfMetaDataManager,
+    CrfModelManager,
+    CrfModelMixin,
+    HistoricalRecords,
+    HistoricalRecords as AuditTrail,
+    MaternalConsent,
+    OffStudyMixin,
+    RequiresConsentMixin,
 )
-from tests.testapp.edc import HistoricalRecords as AuditTrail
-from tests.testapp.models import SubjectVisit as MaternalVisit
-from tests.testapp.models import SubjectVisit as Visit
-
+from tests.testapp.models import SubjectVisit as MaternalVisit, SubjectVisit as Visit
 
 # --- seeds 000 and 001 (edc-sync) -----------------------------------------------
 

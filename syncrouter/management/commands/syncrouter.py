@@ -32,15 +32,20 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError, connections
 
 from ... import conf
+from ...enums import ReplayOutcome
 from ...exceptions import ReplayRefused, SyncError
+from ...models import IncomingTransaction
 from ...replay import own
 from ...status import node_status
 from ...transfer.copy import CopyInterrupted, CopyRefused, CopyResult
 from ...transfer.files import ExportRefused, export_transactions, import_transactions, pending
+from ...transfer.rows import sent_flag
+from ...trust import atrest, devices, keys, rotation
 
 logger = logging.getLogger("syncrouter.command")
 
-ATTENTION = ("deferred", "conflict", "error", "refused")
+ATTENTION = (ReplayOutcome.DEFERRED, ReplayOutcome.CONFLICT, ReplayOutcome.ERROR,
+             ReplayOutcome.REFUSED)
 DUMMY = "django.db.backends.dummy"  # what Django puts in an empty 'default': {}
 
 
@@ -229,8 +234,7 @@ class Command(BaseCommand):
         code, message = self.reach(target, source, timeout=timeout)
         if code:
             return code, message
-        flag = ("is_consumed_middleman" if conf.node_for_alias(target).role == "middleman"
-                else "is_consumed_server")
+        flag = sent_flag(conf.node_for_alias(target))
         progress = Progress(self.stdout, f"{source} -> {target}")
         total = CopyResult(0, 0)
         refused = []
@@ -240,7 +244,7 @@ class Command(BaseCommand):
                 try:
                     result = queryset.copy_to_incoming_transaction(
                         target, batch_size=batch_size,
-                        progress=lambda r: progress.copy(CopyResult(done.copied + r.copied,
+                        progress=lambda r, done=done: progress.copy(CopyResult(done.copied + r.copied,
                                                                     done.already_present
                                                                     + r.already_present)))
                 except CopyRefused as exc:
@@ -261,8 +265,6 @@ class Command(BaseCommand):
         return Exit.OK, ""
 
     def replay(self, alias: str, batch_size, allow_own_host: bool) -> tuple[Exit, str]:
-        from ...models import IncomingTransaction
-
         progress = Progress(self.stdout, f"replay on {alias}")
         try:
             messages = IncomingTransaction.objects.using(alias).filter(
@@ -285,8 +287,8 @@ class Command(BaseCommand):
         if waiting:
             problems.append(f"{waiting} transactions on {alias!r} are deferred, in conflict or "
                             "in error; see 'manage.py syncrouter status'.")
-        mine = counts.get("skipped") and sum(
-            1 for message in messages if message.outcome == "skipped"
+        mine = counts.get(ReplayOutcome.SKIPPED) and sum(
+            1 for message in messages if message.outcome == ReplayOutcome.SKIPPED
             and message.text == own.SKIPPED)
         if mine:
             name = conf.node_for_alias(alias).name
@@ -434,8 +436,6 @@ class Command(BaseCommand):
         return Exit.OK, ""
 
     def do_keys(self, **options):
-        from ...trust import devices, keys
-
         action = options["keys_action"]
         if action in ("new-payload-key", "rotate-payloads"):
             return self.payload_keys(**options)
@@ -471,7 +471,6 @@ class Command(BaseCommand):
         return Exit.OK, ""
 
     def payload_keys(self, **options):
-        from ...trust import atrest, rotation
 
         try:
             if options["keys_action"] == "new-payload-key":
