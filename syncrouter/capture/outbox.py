@@ -71,18 +71,23 @@ def seals_at_capture(connection) -> bool:
 #: The PostgreSQL sequence behind ``write_order`` (created by migration 0005).
 WRITE_ORDER = "syncrouter_outbox_write_order"
 
-_STATEMENTS: dict[str, dict] = {}
+_STATEMENTS: dict[tuple, dict] = {}
 _COLUMNS = ("id", "tx", "tx_name", "tx_pk", "producer", "hostname", "sequence",
             "db_transaction_id", "hlc", "action", "timestamp", "hops", "consumer",
             "is_consumed_middleman", "is_consumed_server", "is_ignored", "is_error",
             "error", "batch_id", "signature")
 
 
+def statements(connection, build) -> dict:
+    """The SQL ``build(vendor, quote_name)`` writes, built once per database vendor."""
+    key = (build, connection.vendor)
+    if key not in _STATEMENTS:
+        _STATEMENTS[key] = build(connection.vendor, connection.ops.quote_name)
+    return _STATEMENTS[key]
+
+
 def _statements(connection) -> dict:
-    if connection.vendor not in _STATEMENTS:
-        _STATEMENTS[connection.vendor] = _build_statements(connection.vendor,
-                                                           connection.ops.quote_name)
-    return _STATEMENTS[connection.vendor]
+    return statements(connection, _build_statements)
 
 
 def _build_statements(vendor: str, quote) -> dict:

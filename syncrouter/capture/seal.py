@@ -45,7 +45,7 @@ from django.db import connections, transaction
 
 from .. import trust
 from ..exceptions import SyncError
-from .outbox import open_db_transaction_id
+from .outbox import open_db_transaction_id, statements
 
 #: Stands for "no transaction of ours is open": uuid4() never gives it.
 _NONE = uuid.UUID(int=0)
@@ -53,14 +53,9 @@ _NONE = uuid.UUID(int=0)
 _NUMBERING = ("id", "db_transaction_id", "write_order", "hlc", "sequence", "signature")
 _SIGNED = ("producer", "hostname", "tx_name", "tx_pk", "action", "tx")
 
-_STATEMENTS: dict[str, dict] = {}
-
 
 def _statements(connection) -> dict:
-    if connection.vendor not in _STATEMENTS:
-        _STATEMENTS[connection.vendor] = _build_statements(connection.vendor,
-                                                           connection.ops.quote_name)
-    return _STATEMENTS[connection.vendor]
+    return statements(connection, _build_statements)
 
 
 def _build_statements(vendor: str, quote) -> dict:
@@ -68,7 +63,7 @@ def _build_statements(vendor: str, quote) -> dict:
 
     out, clock = quote(OutgoingTransaction._meta.db_table), quote(ProducerClock._meta.db_table)
     unsealed = "sequence IS NULL AND db_transaction_id <> %s"
-    statements = {
+    sql = {
         "producers": f"SELECT DISTINCT producer FROM {out} WHERE {unsealed}",
         # A no-op UPDATE rather than SELECT ... FOR UPDATE: it also takes SQLite's write lock.
         "lock": f"UPDATE {clock} SET last_sequence = last_sequence WHERE producer = %s "
@@ -78,17 +73,17 @@ def _build_statements(vendor: str, quote) -> dict:
     }
     for signing in (False, True):
         columns = ", ".join(quote(c) for c in _NUMBERING + (_SIGNED if signing else ()))
-        statements["rows", signing] = (f"SELECT {columns} FROM {out} WHERE producer = %s AND "
+        sql["rows", signing] = (f"SELECT {columns} FROM {out} WHERE producer = %s AND "
                                        f"{unsealed} ORDER BY write_order")
     if vendor == "postgresql":
-        statements["number"] = (
+        sql["number"] = (
             f"UPDATE {out} AS o SET sequence = v.sequence, hlc = v.hlc, signature = v.signature "
             "FROM unnest(%s::uuid[], %s::bigint[], %s::bigint[], %s::text[]) "
             "AS v(id, sequence, hlc, signature) WHERE o.id = v.id AND o.sequence IS NULL")
     else:
-        statements["number"] = (f"UPDATE {out} SET sequence = %s, hlc = %s, signature = %s "
+        sql["number"] = (f"UPDATE {out} SET sequence = %s, hlc = %s, signature = %s "
                                 "WHERE id = %s AND sequence IS NULL")
-    return statements
+    return sql
 
 
 def seal(using: str) -> int:
@@ -157,7 +152,7 @@ def _seal_producer(using: str, producer: str, open_id) -> int:
                 f"outside capture, or the clock was changed; {len(rows)} captured rows stay "
                 "unsealed (and are not sent) until the two agree again.")
         ordered = _in_commit_order(rows)
-        for row in ordered:
+        for row in ordered:  # id, db_transaction_id, write_order, hlc, sequence, signature
             last_sequence += 1
             last_hlc = max(row[3], last_hlc + 1)
             row[3], row[4] = last_hlc, last_sequence
