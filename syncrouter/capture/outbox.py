@@ -57,7 +57,7 @@ def current_db_transaction_id(connection) -> uuid.UUID:
 def open_db_transaction_id(connection) -> uuid.UUID | None:
     """The id of the database transaction still open on ``connection`` that has captured
     writes, or None (test cases' own atomic blocks do not count, as above)."""
-    current = getattr(connection, _TXID, None)
+    current = state(connection).db_transaction
     if current is None or current[0] is None:
         return None
     return current[1] if any(block is current[0] for block in connection.atomic_blocks) else None

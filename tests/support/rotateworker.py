@@ -1,6 +1,6 @@
 """Payload key rotation in its own process, for the test that kills it.
 
-    python -m tests.rotateworker --alias client --database NAME --keys JSON --current k2 \
+    python -m tests.support.rotateworker --alias client --database NAME --keys JSON --current k2 \
         [--pause-at N]
 
 Runs ``manage.py syncrouter keys rotate-payloads`` in batches of one row on ``--alias``,

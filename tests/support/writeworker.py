@@ -1,7 +1,7 @@
 """A captured writer (or sealer) in its own process, driven line by line, for tests that
 hold its transaction open across another process's work or kill it.
 
-    python -m tests.writeworker --alias pgclient --db pgclient=test_syncrouter_client
+    python -m tests.support.writeworker --alias pgclient --db pgclient=test_syncrouter_client
 
 Commands on stdin, one per line; each is answered on stdout with ``ok <command>``
 once done (flushed), so the test knows where the process stands when it kills it:

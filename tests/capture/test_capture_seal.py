@@ -30,11 +30,11 @@ from syncrouter.capture.seal import seal
 from syncrouter.exceptions import SyncError
 from syncrouter.models import IncomingTransaction, OutgoingTransaction, ProducerClock
 from syncrouter.trust import keys, signing
-from tests import factories, pg
-from tests.conftest import DATABASES, PAIRS
-from tests.copyharness import ROOT, Worker
+from tests.support import factories, pg
+from tests.support.nodes import DATABASES, PAIRS
+from tests.support.copyharness import ROOT, Worker
 from tests.testapp.models import Household
-from tests.trust_support import node_named, trusted  # noqa: F401
+from tests.support.trust import node_named, trusted  # noqa: F401
 
 needs_pg = pytest.mark.skipif(not pg.AVAILABLE, reason=pg.REASON or "")
 WRITERS = 8
@@ -167,7 +167,7 @@ def test_eight_writers_crossing_rows_no_deadlock_each_write_once_in_order():
 def _worker(alias: str) -> Worker:
     name = connections[alias].settings_dict["NAME"]
     return Worker(subprocess.Popen(
-        [sys.executable, "-m", "tests.writeworker", "--alias", alias, "--db", f"{alias}={name}"],
+        [sys.executable, "-m", "tests.support.writeworker", "--alias", alias, "--db", f"{alias}={name}"],
         cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True,
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
 

@@ -25,15 +25,15 @@ from syncrouter.transfer.files import (
     CONTENT, ExportRefused, export_transactions, import_transactions, pending,
 )
 from syncrouter.trust import atrest, devices, rotation
-from tests import factories
-from tests.test_replay_support import TRANSACTIONAL, replay
+from tests.support import factories
+from tests.support.replay import TRANSACTIONAL, replay
 from tests.testapp.models import Household
-from tests.trust_support import inbox, outbox, trusted  # noqa: F401
+from tests.support.trust import inbox, outbox, trusted  # noqa: F401
 
 pytestmark = TRANSACTIONAL
 
 SECRET = "Secretville"
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def on(*pairs: str):
@@ -298,7 +298,7 @@ def test_rotation_killed_inside_a_batch_and_run_again_leaves_every_row_readable(
 
 def _rotate_in_a_process(alias: str, keys: dict, pause_at: int | None = None):
     database = connections[alias].settings_dict["NAME"]
-    argv = [sys.executable, "-m", "tests.rotateworker", "--alias", alias, "--database",
+    argv = [sys.executable, "-m", "tests.support.rotateworker", "--alias", alias, "--database",
             str(database), "--keys", orjson.dumps(keys).decode(), "--current", "k2"]
     if pause_at:
         argv += ["--pause-at", str(pause_at)]

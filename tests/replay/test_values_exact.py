@@ -26,7 +26,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from syncrouter import serialization as ser
 from syncrouter.exceptions import SyncError
 from syncrouter.models import IncomingTransaction, OutgoingTransaction
-from tests import factories
+from tests.support import factories
 from tests.testapp.models import Annotation, Clinic, CrfOne, EveryField
 
 MONROVIA = zoneinfo.ZoneInfo("Africa/Monrovia")  # -00:44:30 until 1972
