@@ -31,7 +31,7 @@ import decimal
 import json
 import math
 import uuid
-from functools import lru_cache
+from functools import cache
 
 import orjson
 from django.conf import settings
@@ -239,7 +239,7 @@ def _encoder(field):
     return _plain
 
 
-@lru_cache(maxsize=None)
+@cache
 def _encoders(model: type[models.Model]) -> dict:
     """name -> (field, encode or None for a relation, its generic foreign key or None,
     whether a value of a ``_PLAIN`` type travels as it is), per synced field of a concrete

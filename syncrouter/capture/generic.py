@@ -11,7 +11,7 @@ refused before the write, naming the field.
 """
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 
 from django.apps import apps
 from django.db import models
@@ -20,7 +20,7 @@ from .. import serialization as ser
 from ..exceptions import SyncError
 
 
-@lru_cache(maxsize=None)
+@cache
 def object_id_fields(model: type[models.Model]) -> dict:
     """attname of each object id column of ``model`` (parents' included) -> its
     ``GenericForeignKey``."""

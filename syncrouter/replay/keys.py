@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from .. import serialization as ser
 
-
 #: The key a row holds whose payload cannot be read yet (its payload key is not in the
 #: keyring): it may write any row, so every later row of its producer touches it.
 UNREAD = ("", "a payload not readable yet")

@@ -14,8 +14,8 @@ during a rotation.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from django.db.models import Count, F, Value
 from django.db.models.functions import StrIndex, Substr

@@ -21,20 +21,24 @@ from django.db.models import QuerySet
 from django.test import override_settings
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import (
-    RuleBasedStateMachine, invariant, precondition, rule, run_state_machine_as_test,
+    RuleBasedStateMachine,
+    invariant,
+    precondition,
+    rule,
+    run_state_machine_as_test,
 )
 
-from syncrouter import conf, serialization as ser
+from syncrouter import serialization as ser
 from syncrouter.capture.outbox import seals_at_capture
 from syncrouter.capture.seal import seal
 from syncrouter.exceptions import SyncError
 from syncrouter.models import IncomingTransaction, OutgoingTransaction, ProducerClock
 from syncrouter.trust import keys, signing
 from tests.support import factories, pg
-from tests.support.nodes import DATABASES, PAIRS
 from tests.support.copyharness import ROOT, Worker
-from tests.testapp.models import Household
+from tests.support.nodes import DATABASES, PAIRS
 from tests.support.trust import node_named, trusted  # noqa: F401
+from tests.testapp.models import Household
 
 needs_pg = pytest.mark.skipif(not pg.AVAILABLE, reason=pg.REASON or "")
 WRITERS = 8

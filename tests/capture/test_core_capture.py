@@ -6,8 +6,8 @@ from django.db import DatabaseError, connections, transaction
 from django.test import override_settings
 
 from syncrouter import serialization as ser
-from syncrouter.checks import check_registered_models
 from syncrouter.capture.outbox import WRITE_ORDER, seals_at_capture
+from syncrouter.checks import check_registered_models
 from syncrouter.exceptions import SyncError
 from syncrouter.models import OutgoingTransaction, ProducerClock
 from syncrouter.registry import site_sync_models

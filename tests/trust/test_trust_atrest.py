@@ -22,13 +22,17 @@ from syncrouter import checks, conf, serialization as ser
 from syncrouter.admin import IncomingTransactionAdmin
 from syncrouter.models import IncomingTransaction, RefusedTransaction
 from syncrouter.transfer.files import (
-    CONTENT, ExportRefused, export_transactions, import_transactions, pending,
+    CONTENT,
+    ExportRefused,
+    export_transactions,
+    import_transactions,
+    pending,
 )
 from syncrouter.trust import atrest, devices, rotation
 from tests.support import factories
 from tests.support.replay import TRANSACTIONAL, replay
-from tests.testapp.models import Household
 from tests.support.trust import inbox, outbox, trusted  # noqa: F401
+from tests.testapp.models import Household
 
 pytestmark = TRANSACTIONAL
 

@@ -7,7 +7,12 @@ import pytest
 from django.test import override_settings
 from hypothesis import given, settings as hsettings, strategies as st
 from hypothesis.stateful import (
-    Bundle, RuleBasedStateMachine, consumes, invariant, precondition, rule,
+    Bundle,
+    RuleBasedStateMachine,
+    consumes,
+    invariant,
+    precondition,
+    rule,
 )
 
 from syncrouter.checks import check_payload_keys
