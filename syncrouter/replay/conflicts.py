@@ -124,28 +124,19 @@ class Later:
     deleted: int | None = None
     #: Field name -> sequence of the consumed later change that wrote it.
     fields: dict = dataclass_field(default_factory=dict)
-    #: (sequence, {field name: travelling value}) of later updates not replayed yet.
-    pending: list = dataclass_field(default_factory=list)
     #: (sequence, m2m change) of consumed later many-to-many changes.
     m2m: list = dataclass_field(default_factory=list)
 
-    def stale_fields(self, names, existing) -> dict[str, int]:
-        """name -> later sequence, for the fields of ``names`` a later change already settles.
+    def stale_fields(self, names) -> dict[str, int]:
+        """name -> later sequence, for the fields of ``names`` a later change applied here
+        already wrote: writing the earlier value would undo it.
 
-        A field is settled when a later change that wrote it was applied here,
-        or when a later change not yet applied writes it and the row already
-        holds that change's value (the marks were reset after the later change
-        was applied): writing the earlier value would only be undone again.
+        Only applied changes settle a field. A later change not applied yet may never
+        apply as it stands (held by a conflict, say), so the row happening to hold
+        its value settles nothing: the earlier change is applied, as it would be one
+        transaction at a time (found by the model-based convergence test).
         """
-        stale = {name: self.fields[name] for name in names if name in self.fields}
-        if existing is not None:
-            model = type(existing)
-            for sequence, written in self.pending:
-                for name in names:
-                    if name in written and name not in stale and holds(
-                            model._meta.get_field(name), written[name], existing):
-                        stale[name] = sequence
-        return stale
+        return {name: self.fields[name] for name in names if name in self.fields}
 
     def settled_links(self, field_name: str) -> dict[str, int]:
         """Target key text -> later sequence, for links of ``field_name`` a later applied
@@ -182,9 +173,6 @@ def later_changes(tx, alias: str) -> Later:
                 later.m2m.append((sequence, payload["m2m"]))
             for name in written:
                 later.fields.setdefault(name, sequence)
-        elif action == "U" and written:
-            later.pending.append((sequence, {name: payload["fields"][name] for name in written
-                                             if name in payload.get("fields", {})}))
     return later
 
 

@@ -13,7 +13,7 @@ import threading
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import OperationalError, close_old_connections, connections
+from django.db import OperationalError, close_old_connections, connections, transaction
 from django.test import override_settings
 
 from syncrouter import conf, serialization as ser
@@ -516,3 +516,36 @@ def test_a_row_naming_a_parent_deleted_earlier_in_the_batch_meets_it_gone(nodes)
     assert messages[("laptop-b", 1)].outcome == "deferred"
     assert "waits for convapp.person ['X']" in messages[("laptop-b", 1)].text
     assert not Person.objects.using(nodes.server).filter(code__in=["X", "Y"]).exists()
+
+
+# Found by the model-based test: a later change that waits settles nothing.
+
+@pytest.mark.parametrize("fast_path", [True, False], ids=["fast", "row-by-row"])
+def test_an_earlier_change_applies_though_the_row_already_holds_a_held_later_value(
+        nodes, fast_path, monkeypatch):
+    """laptop-a points P's mentor at X, then in one transaction points it back to nobody
+    and deletes X, whose note the server corrected meanwhile: that transaction is held
+    by the conflict. One transaction at a time, the first change applies (P's mentor is
+    X) and the held one waits. The row-by-row path used to skip the first change as
+    "superseded", since the row already held the held change's value (no mentor)."""
+    from syncrouter.replay.runner import Replayer
+
+    monkeypatch.setattr(Replayer, "fast_path", fast_path)
+    family = Family.objects.using(nodes.client).create(code="F1")
+    mentor = Person.objects.using(nodes.client).create(code="X", family=family)
+    person = Person.objects.using(nodes.client).create(code="P", family=family)
+    _sync(nodes)
+    Person.objects.using(nodes.server).filter(code="X").update(note="corrected")
+    with producer(nodes.client, "laptop-a"):
+        person.mentor = mentor
+        person.save()
+        with transaction.atomic(using=nodes.client):
+            person.mentor = None
+            person.save()
+            mentor.delete()
+    messages = _sync(nodes)
+    assert messages[("laptop-a", 1)].outcome == "updated"
+    assert {messages[("laptop-a", 2)].outcome, messages[("laptop-a", 3)].outcome} <= {
+        "deferred", "conflict"}
+    assert Person.objects.using(nodes.server).get(code="P").mentor.code == "X"
+    assert Person.objects.using(nodes.server).get(code="X").note == "corrected"
