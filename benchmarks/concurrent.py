@@ -18,7 +18,7 @@ import time
 
 from django.db import connections, transaction
 
-from syncrouter.capture.context import replaying
+from syncrouter.state import replaying
 from syncrouter.capture.seal import seal
 
 from . import workload as wl
