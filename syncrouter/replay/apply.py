@@ -298,7 +298,7 @@ def apply_update(model, payload: dict, alias: str, tx, existing, gap=None) -> tu
         names = list(before)
         if not names:
             return ReplayOutcome.UPDATED, "no field changed"
-    stale = later.stale_fields(names)
+    stale = later.stale_fields(names, existing, before)
     names = [name for name in names if name not in stale]
     if not names:
         return _superseded(tx, min(stale.values()))

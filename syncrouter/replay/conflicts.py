@@ -122,21 +122,37 @@ class Later:
     consumed: int | None = None
     #: Sequence of a consumed later delete, or None.
     deleted: int | None = None
+    #: (sequence, {field name: travelling value}) of later updates not applied here.
+    pending: list = dataclass_field(default_factory=list)
     #: Field name -> sequence of the consumed later change that wrote it.
     fields: dict = dataclass_field(default_factory=dict)
     #: (sequence, m2m change) of consumed later many-to-many changes.
     m2m: list = dataclass_field(default_factory=list)
 
-    def stale_fields(self, names) -> dict[str, int]:
-        """name -> later sequence, for the fields of ``names`` a later change applied here
-        already wrote: writing the earlier value would undo it.
+    def stale_fields(self, names, existing, before: dict | None) -> dict[str, int]:
+        """name -> later sequence, for the fields of ``names`` a later change settles:
+        writing the earlier value would only be undone.
 
-        Only applied changes settle a field. A later change not applied yet may never
-        apply as it stands (held by a conflict, say), so the row happening to hold
-        its value settles nothing: the earlier change is applied, as it would be one
-        transaction at a time (found by the model-based convergence test).
+        A later change applied here settles what it wrote. A later change not applied
+        yet settles a field only where this change could not apply anyway, its
+        before-state no longer holding, while the row holds the later change's value:
+        every mark was reset after both were applied. Where the before-state holds,
+        the later change may never apply as it stands (held by a conflict, say), so
+        this change applies, as it would one transaction at a time (found by the
+        model-based convergence test).
         """
-        return {name: self.fields[name] for name in names if name in self.fields}
+        stale = {name: self.fields[name] for name in names if name in self.fields}
+        model = type(existing)
+        for sequence, written in self.pending:
+            for name in names:
+                if name not in written or name in stale:
+                    continue
+                field = model._meta.get_field(name)
+                if before is not None and holds(field, before[name], existing):
+                    continue
+                if holds(field, written[name], existing):
+                    stale[name] = sequence
+        return stale
 
     def settled_links(self, field_name: str) -> dict[str, int]:
         """Target key text -> later sequence, for links of ``field_name`` a later applied
@@ -173,6 +189,9 @@ def later_changes(tx, alias: str) -> Later:
                 later.m2m.append((sequence, payload["m2m"]))
             for name in written:
                 later.fields.setdefault(name, sequence)
+        elif action == "U" and written:
+            later.pending.append((sequence, {name: payload["fields"][name] for name in written
+                                             if name in payload.get("fields", {})}))
     return later
 
 

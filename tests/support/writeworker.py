@@ -40,7 +40,7 @@ def main(argv=None) -> None:
     from django.db import connections, transaction
 
     from syncrouter.capture.seal import seal
-    from tests import factories
+    from tests.support import factories
 
     def stop_before_numbers(execute, sql, params, many, context):
         if sql.lstrip().startswith("UPDATE") and "SET sequence" in sql:
