@@ -70,11 +70,12 @@ def _recording(original, seen: list):
 
 def test_bulk_methods_pass_on_a_keyword_they_do_not_know(nodes, monkeypatch):
     seen: list = []
-    for name, capture in (("bulk_create", queryset._bulk_create),
-                          ("bulk_update", queryset._bulk_update)):
+    for _, name, capture, check in queryset._TARGETS:
+        if name not in ("bulk_create", "bulk_update"):
+            continue
         original = getattr(QuerySet, name).syncrouter_original
         monkeypatch.setattr(QuerySet, name, queryset._wrap_queryset_method(
-            _recording(original, seen), capture))
+            _recording(original, seen), capture, check))
     households = [Household(household_identifier=f"P{n}", village="Mochudi") for n in range(3)]
     Household.objects.using(nodes.client).bulk_create(households, new_option="create")
     for household in households:
