@@ -20,7 +20,7 @@ from django.test import override_settings
 
 from syncrouter import checks, conf, serialization as ser
 from syncrouter.admin import IncomingTransactionAdmin
-from syncrouter.models import IncomingTransaction, RefusedTransaction
+from syncrouter.models import IncomingTransaction, OutgoingTransaction, RefusedTransaction
 from syncrouter.transfer.files import (
     CONTENT,
     ExportRefused,
@@ -202,6 +202,9 @@ def test_a_payload_whose_key_is_missing_waits_and_holds_its_producer(sealed, key
         first.save()
         factories.household(sealed.client, "H2")
     producer = name(sealed.client)
+    # A PostgreSQL producer signs at the seal, over the plaintext: it needs its keys
+    # until its rows are sealed. Reading the outbox seals it.
+    assert OutgoingTransaction.objects.using(sealed.client).count() == 3
 
     with keyring(keys, "k2", without=("k1",)):
         assert push(sealed).copied == 3  # admitted unverified: replay checks it later
