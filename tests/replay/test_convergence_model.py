@@ -79,9 +79,14 @@ POLICIES = ("server_wins", "client_wins", "newer_wins", "manual")
 SHARED_SITES = ("SS0", "SS1")
 
 PROFILES = {
-    # CI: a few hundred examples over the two server backends.
+    # CI: a few hundred examples over the two server backends, the same ones on every
+    # run (derandomized), so CI's verdict is the code's and not the draw's. New histories
+    # are explored by SYNCROUTER_MODEL_PROFILE=explore (random, as many examples) and
+    # the long profile; a failure either finds goes into a regression test.
     "ci": {"max_examples": int(os.environ.get("SYNCROUTER_MODEL_EXAMPLES", 100)),
-           "stateful_step_count": 30},
+           "stateful_step_count": 30, "derandomize": True},
+    "explore": {"max_examples": int(os.environ.get("SYNCROUTER_MODEL_EXAMPLES", 100)),
+                "stateful_step_count": 30},
     # SYNCROUTER_MODEL_PROFILE=long: at least 20,000 operations.
     "long": {"max_examples": 700, "stateful_step_count": 40},
 }
