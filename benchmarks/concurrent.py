@@ -18,8 +18,8 @@ import time
 
 from django.db import connections, transaction
 
-from syncrouter.state import replaying
 from syncrouter.capture.seal import seal
+from syncrouter.state import replaying
 
 from . import workload as wl
 from .benchapp.models import Crf, PlainCrf, PlainVisit, Visit
